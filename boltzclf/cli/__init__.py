@@ -1,0 +1,1 @@
+"""Command-line interface: ``boltzclf <command> --help`` documents each command."""

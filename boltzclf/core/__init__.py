@@ -1,0 +1,1 @@
+"""Project-wide plumbing: errors, config validation, atomic I/O, run directories, provenance."""
