@@ -143,3 +143,34 @@ def _convert_scalar(tp: Any, value: Any, where: str) -> Any:
     if not ok:
         raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of ``base`` with ``override``'s keys merged in recursively (mappings merge, others replace)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_preset(data: dict, preset: str | None, where: str) -> dict:
+    """Remove the ``presets`` mapping from ``data`` and merge the named preset into it.
+
+    Raises
+    ------
+    ConfigError
+        If ``preset`` is given but not defined.
+    """
+    data = dict(data)
+    presets = data.pop("presets", {}) or {}
+    if not isinstance(presets, dict):
+        raise ConfigError(f"{where}: 'presets' must be a mapping of names to overrides")
+    if preset is None:
+        return data
+    if preset not in presets:
+        known = ", ".join(sorted(presets)) or "none"
+        raise ConfigError(f"{where}: unknown preset {preset!r} (defined: {known})")
+    return deep_merge(data, presets[preset])
