@@ -13,7 +13,3 @@ def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
     lw = log_weights.to(torch.float64)
     return torch.exp(2.0 * torch.logsumexp(lw, -1) - torch.logsumexp(2.0 * lw, -1)) / n
 
-
-def normalised_weights(log_weights: torch.Tensor) -> torch.Tensor:
-    """Self-normalised weights softmax(log w) along the last axis (float64)."""
-    return torch.softmax(log_weights.to(torch.float64), dim=-1)

@@ -29,11 +29,11 @@ class LossConfig:
     antithetic: bool = False
 
     def __post_init__(self):
-        require(self.k >= 1, "loss.k", f"must be >= 1, got {self.k}")
-        require(self.weight >= 0, "loss.weight", f"must be >= 0, got {self.weight}")
-        require(self.kind != "diffclf" or self.k >= 2, "loss.k", "diffclf needs k >= 2")
-        require(self.pairs != "adjacent" or self.k == 2, "loss.pairs", "adjacent pairs need k = 2")
-        require(self.pairs != "uniform" or self.k == 2, "loss.pairs",
+        require(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+        require(self.weight >= 0, "weight", f"must be >= 0, got {self.weight}")
+        require(self.kind != "diffclf" or self.k >= 2, "k", "diffclf needs k >= 2")
+        require(self.pairs != "adjacent" or self.k == 2, "pairs", "adjacent pairs need k = 2")
+        require(self.pairs != "uniform" or self.k == 2, "pairs",
                 "uniform (possibly repeated) levels only for k = 2; use distinct")
 
 

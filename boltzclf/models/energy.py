@@ -22,8 +22,88 @@ import torch
 from torch import nn
 
 
-class EnergyModel(nn.Module):
-    """U_θ(t, x) on a fixed grid of levels, with score, time derivative and free energies.
+class TimeDependentEnergy(nn.Module):
+    """Interface and shared machinery of energies U(t, x) on a fixed grid of levels.
+
+    Subclasses implement :meth:`log_prob_unnormalised`; scores, time derivatives, normalised
+    level log-densities and the free-energy gauge come from here. Attributes every subclass sets:
+    ``process``, ``levels`` ``(n_levels,)``, ``free_energies`` ``(n_levels,)``, ``sigma_data``,
+    ``event_shape``, ``particles`` and ``dim`` (degrees of freedom).
+    """
+
+    def _init_geometry(self, process, levels: torch.Tensor, sigma_data: float, event_shape: tuple[int, ...],
+                       particles: bool) -> None:
+        if particles and (len(event_shape) != 2 or event_shape[1] != 3):
+            raise ValueError(f"particles need event_shape (n_atoms, 3), got {event_shape}")
+        self.process = process
+        self.sigma_data = float(sigma_data)
+        self.event_shape = tuple(event_shape)
+        self.particles = particles
+        self.dim = math.prod(event_shape) - (3 if particles else 0)
+        self.register_buffer("levels", levels.detach().clone().to(torch.float32))
+
+    @property
+    def n_levels(self) -> int:
+        return self.levels.shape[0]
+
+    # ----- geometry ---------------------------------------------------------------------------------
+    def centre(self, x: torch.Tensor) -> torch.Tensor:
+        """Remove the centre of geometry of particle systems (identity for flat data)."""
+        return x - x.mean(dim=-2, keepdim=True) if self.particles else x
+
+    def noise_like(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard normal noise in the model's space (centred for particles), shaped like ``x``."""
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return self.centre(z)
+
+    def log_prob_unnormalised(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p̃(t, x) = −U(t, x) for per-sample times ``t`` ``(B,)`` and ``x`` ``(B, *event)``."""
+        raise NotImplementedError
+
+    def energy(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """U(t, x) in kT (or nats for toy data), ``(B,)``."""
+        return -self.log_prob_unnormalised(t, x)
+
+    def log_prob(self, level: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Normalised log-density at grid levels: log p̃(t_i, x) − f_i for indices ``level`` ``(B,)``."""
+        return self.log_prob_unnormalised(self.levels[level], x) - self.free_energies[level].to(x.dtype)
+
+    def log_prob_and_score(self, t: torch.Tensor, x: torch.Tensor, create_graph: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p̃(t, x) ``(B,)`` and the score ∇ₓ log p̃ = −∇ₓU ``(B, *event)``.
+
+        With ``create_graph=True`` the score is differentiable w.r.t. θ (for score-matching losses).
+        """
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            logp = self.log_prob_unnormalised(t, x)
+            (score,) = torch.autograd.grad(logp.sum(), x, create_graph=create_graph)
+        return logp, score
+
+    def score(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """−∇ₓU(t, x), shape like ``x`` (no graph kept)."""
+        return self.log_prob_and_score(t, x)[1].detach()
+
+    def time_derivative(self, t: torch.Tensor, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """∂U(t, x)/∂t by autograd, ``(B,)``."""
+        with torch.enable_grad():
+            t = t.detach().to(x.dtype).requires_grad_(True)
+            energy = self.energy(t, x)
+            (dt,) = torch.autograd.grad(energy.sum(), t, create_graph=create_graph)
+        return dt
+
+    @torch.no_grad()
+    def gauge_fix_(self) -> None:
+        """Pin the noisiest level's free energy to 0: f ← f − f[−1]."""
+        self.free_energies -= self.free_energies[-1].clone()
+
+    def at_time(self, t: float) -> "FixedTimeEnergy":
+        """The energy at a fixed time as an :class:`~boltzclf.targets.EnergyTarget`."""
+        return FixedTimeEnergy(self, t)
+
+
+class EnergyModel(TimeDependentEnergy):
+    """The learned U_θ(t, x): a network behind EDM energy preconditioning, plus free energies f.
 
     Parameters
     ----------
@@ -44,35 +124,13 @@ class EnergyModel(nn.Module):
     def __init__(self, network: nn.Module, process, levels: torch.Tensor, sigma_data: float,
                  event_shape: tuple[int, ...], particles: bool = False):
         super().__init__()
-        if particles and (len(event_shape) != 2 or event_shape[1] != 3):
-            raise ValueError(f"particles need event_shape (n_atoms, 3), got {event_shape}")
+        self._init_geometry(process, levels, sigma_data, event_shape, particles)
         self.network = network
-        self.process = process
-        self.sigma_data = float(sigma_data)
-        self.event_shape = tuple(event_shape)
-        self.particles = particles
-        self.dim = math.prod(event_shape) - (3 if particles else 0)
-        self.register_buffer("levels", levels.detach().clone().to(torch.float32))
         cond = process.conditioning(levels.to(torch.float64))
         self.register_buffer("cond_mean", cond.mean().to(torch.float32))
         self.register_buffer("cond_std", cond.std().clamp_min(1e-12).to(torch.float32))
         self.free_energies = nn.Parameter(torch.zeros(len(levels)))
 
-    @property
-    def n_levels(self) -> int:
-        return self.levels.shape[0]
-
-    # ----- geometry ---------------------------------------------------------------------------------
-    def centre(self, x: torch.Tensor) -> torch.Tensor:
-        """Remove the centre of geometry of particle systems (identity for flat data)."""
-        return x - x.mean(dim=-2, keepdim=True) if self.particles else x
-
-    def noise_like(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Standard normal noise in the model's space (centred for particles), shaped like ``x``."""
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        return self.centre(z)
-
-    # ----- energies ---------------------------------------------------------------------------------
     def log_prob_unnormalised(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p̃_θ(t, x) = −U_θ(t, x) for per-sample times ``t`` ``(B,)`` and ``x`` ``(B, *event)``."""
         x = self.centre(x)
@@ -85,52 +143,11 @@ class EnergyModel(nn.Module):
         gauss = -0.5 * sq / var - 0.5 * self.dim * torch.log(2.0 * math.pi * var)
         return gauss + self.process.energy_scale(t, self.sigma_data) * phi
 
-    def energy(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """U_θ(t, x) in kT (or nats for toy data), ``(B,)``."""
-        return -self.log_prob_unnormalised(t, x)
-
-    def log_prob(self, level: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Normalised log-density at grid levels: log p̃_θ(t_i, x) − f_i for indices ``level`` ``(B,)``."""
-        return self.log_prob_unnormalised(self.levels[level], x) - self.free_energies[level].to(x.dtype)
-
-    def log_prob_and_score(self, t: torch.Tensor, x: torch.Tensor, create_graph: bool = False
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p̃_θ(t, x) ``(B,)`` and the score ∇ₓ log p̃_θ = −∇ₓU ``(B, *event)``.
-
-        With ``create_graph=True`` the score is differentiable w.r.t. θ (for score-matching losses).
-        """
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            logp = self.log_prob_unnormalised(t, x)
-            (score,) = torch.autograd.grad(logp.sum(), x, create_graph=create_graph)
-        return logp, score
-
-    def score(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """−∇ₓU_θ(t, x), shape like ``x`` (no graph kept)."""
-        return self.log_prob_and_score(t, x)[1].detach()
-
-    def time_derivative(self, t: torch.Tensor, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
-        """∂U_θ(t, x)/∂t by autograd, ``(B,)``."""
-        with torch.enable_grad():
-            t = t.detach().to(x.dtype).requires_grad_(True)
-            energy = self.energy(t, x)
-            (dt,) = torch.autograd.grad(energy.sum(), t, create_graph=create_graph)
-        return dt
-
-    @torch.no_grad()
-    def gauge_fix_(self) -> None:
-        """Pin the noisiest level's free energy to 0: f ← f − f[−1]."""
-        self.free_energies -= self.free_energies[-1].clone()
-
-    def at_time(self, t: float) -> "FixedTimeEnergy":
-        """The energy at a fixed time as an :class:`~boltzclf.targets.EnergyTarget`."""
-        return FixedTimeEnergy(self, t)
-
 
 class FixedTimeEnergy:
-    """U_θ(t, ·) at a fixed t, satisfying the EnergyTarget protocol (energies in the model's units)."""
+    """U(t, ·) at a fixed t, satisfying the EnergyTarget protocol (energies in the model's units)."""
 
-    def __init__(self, model: EnergyModel, t: float):
+    def __init__(self, model: TimeDependentEnergy, t: float):
         self.model = model
         self.t = float(t)
         self.event_shape = model.event_shape
@@ -139,9 +156,9 @@ class FixedTimeEnergy:
         return torch.full((x.shape[0],), self.t, dtype=x.dtype, device=x.device)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
-        """U_θ(t, x), ``(B,)``."""
+        """U(t, x), ``(B,)``."""
         return self.model.energy(self._times(x), x)
 
     def force(self, x: torch.Tensor) -> torch.Tensor:
-        """−∇ₓU_θ(t, x), like ``x``."""
+        """−∇ₓU(t, x), like ``x``."""
         return self.model.score(self._times(x), x)

@@ -99,34 +99,42 @@ class GaussianMixture:
 
     def noised(self, process: LinearDiffusion, t: float) -> "GaussianMixture":
         """The exact marginal p_t of the diffusion started from this mixture, at scalar time ``t``."""
-        tt = torch.as_tensor(t, dtype=self.means.dtype, device=self.means.device)
-        a, g = process.alpha(tt), process.gamma(tt)
-        return GaussianMixture(self.weights, a * self.means, a**2 * self.variances + g**2)
+        return _marginal_at(self, process, t)
+
+def marginal_log_prob(start: GaussianMixture, process, t: torch.Tensor, x: torch.Tensor,
+                      end: GaussianMixture | None = None) -> torch.Tensor:
+    """log p_t(x) for per-sample times ``t`` ``(B,)`` and points ``x`` ``(B, D)``; returns ``(B,)``.
+
+    ``end`` is the t = 1 mixture of an interpolant (None for diffusions).
+    """
+    return torch.logsumexp(_component_log_probs(x, *marginal_components(start, process, t, end)), dim=-1)
 
 
-def marginal_log_prob(mixture: GaussianMixture, process: LinearDiffusion, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log p_t(x) for per-sample times ``t`` ``(B,)`` and points ``x`` ``(B, D)``; returns ``(B,)``."""
-    means, variances = _noised_components(mixture, process, t)
-    return torch.logsumexp(_component_log_probs(x, mixture.weights, means, variances), dim=-1)
-
-
-def marginal_score(mixture: GaussianMixture, process: LinearDiffusion, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def marginal_score(start: GaussianMixture, process, t: torch.Tensor, x: torch.Tensor,
+                   end: GaussianMixture | None = None) -> torch.Tensor:
     """∇ₓ log p_t(x) for per-sample times ``t`` ``(B,)``; returns ``(B, D)``."""
-    means, variances = _noised_components(mixture, process, t)
-    comp = _component_log_probs(x, mixture.weights, means, variances)
-    return _mixture_score(x, comp, means, variances)
+    weights, means, variances = marginal_components(start, process, t, end)
+    return _mixture_score(x, _component_log_probs(x, weights, means, variances), means, variances)
+
+
+def marginal_components(start: GaussianMixture, process, t: torch.Tensor, end: GaussianMixture | None = None):
+    """Weights ``(K,)``, means and variances ``(B, K, D)`` of p_t at per-sample times ``t`` ``(B,)``."""
+    t = t.to(start.means.dtype)[:, None, None]
+    if process.kind == "interpolant":
+        a, b = process.coefficients(t)
+        weights = (start.weights[:, None] * end.weights[None, :]).reshape(-1)
+        means = a[..., None] * start.means[None, :, None, :] + b[..., None] * end.means[None, None, :, :]
+        variances = (a[..., None] ** 2 * start.variances[None, :, None, :]
+                     + b[..., None] ** 2 * end.variances[None, None, :, :] + process.gamma(t)[..., None] ** 2)
+        return weights, means.flatten(1, 2), variances.flatten(1, 2)
+    alpha, gamma = process.alpha(t), process.gamma(t)
+    return start.weights, alpha * start.means[None], alpha**2 * start.variances[None] + gamma**2
 
 
 def interpolant_marginal(start: GaussianMixture, end: GaussianMixture, interpolant: StochasticInterpolant,
                          t: float) -> GaussianMixture:
     """Exact p_t of the interpolant between ``start`` (t=0) and ``end`` (t=1), independent coupling."""
-    tt = torch.as_tensor(t, dtype=start.means.dtype, device=start.means.device)
-    a, b = interpolant.coefficients(tt)
-    g = interpolant.gamma(tt)
-    weights = (start.weights[:, None] * end.weights[None, :]).reshape(-1)
-    means = (a * start.means[:, None, :] + b * end.means[None, :, :]).reshape(-1, start.dim)
-    variances = (a**2 * start.variances[:, None, :] + b**2 * end.variances[None, :, :] + g**2).reshape(-1, start.dim)
-    return GaussianMixture(weights, means, variances)
+    return _marginal_at(start, interpolant, t, end)
 
 
 def two_modes(dim: int, separation: float = 5.0, variance: float = 0.05, heavy_weight: float = 2.0 / 3.0,
@@ -151,11 +159,10 @@ def mog40(dim: int, seed: int = 0, box: float = 40.0, dtype: torch.dtype = torch
     return GaussianMixture(weights, means, variances).standardised().to(dtype=dtype)
 
 
-def _noised_components(mixture: GaussianMixture, process: LinearDiffusion, t: torch.Tensor):
-    t = t.to(mixture.means.dtype)
-    a = process.alpha(t)[:, None, None]
-    g = process.gamma(t)[:, None, None]
-    return a * mixture.means[None], a**2 * mixture.variances[None] + g**2
+def _marginal_at(start: GaussianMixture, process, t: float, end: GaussianMixture | None = None) -> GaussianMixture:
+    times = torch.tensor([t], dtype=start.means.dtype, device=start.means.device)
+    weights, means, variances = marginal_components(start, process, times, end)
+    return GaussianMixture(weights, means[0], variances[0])
 
 
 def _component_log_probs(x: torch.Tensor, weights, means, variances) -> torch.Tensor:

@@ -23,8 +23,8 @@ class TargetConfig:
     seed: int = 0
 
     def __post_init__(self):
-        require(self.dim >= 1, "target.dim", f"must be >= 1, got {self.dim}")
-        require(self.separation > 0, "target.separation", "must be positive")
+        require(self.dim >= 1, "dim", f"must be >= 1, got {self.dim}")
+        require(self.separation > 0, "separation", "must be positive")
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ class ProcessConfig:
     gamma_factor: float = 1.0
 
     def __post_init__(self):
-        require(0 < self.beta_min < self.beta_max, "process", "need 0 < beta_min < beta_max")
-        require(self.gamma_factor > 0, "process.gamma_factor", "must be positive")
+        require(0 < self.beta_min < self.beta_max, "beta_min", "need 0 < beta_min < beta_max")
+        require(self.gamma_factor > 0, "gamma_factor", "must be positive")
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class GridConfig:
     rho: float = 7.0
 
     def __post_init__(self):
-        require(self.n_levels >= 2, "grid.n_levels", f"must be >= 2, got {self.n_levels}")
-        require(0 < self.t_min < self.t_max, "grid", f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
+        require(self.n_levels >= 2, "n_levels", f"must be >= 2, got {self.n_levels}")
+        require(0 < self.t_min < self.t_max, "t_min", f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,8 @@ class ModelConfig:
     embedding: Literal["positional", "fourier"] = "positional"
 
     def __post_init__(self):
-        require(self.hidden >= 1 and self.n_layers >= 1, "model", "hidden and n_layers must be >= 1")
-        require(self.time_dim >= 2 and self.time_dim % 2 == 0, "model.time_dim", "must be even and >= 2")
+        require(self.hidden >= 1 and self.n_layers >= 1, "hidden", "hidden and n_layers must be >= 1")
+        require(self.time_dim >= 2 and self.time_dim % 2 == 0, "time_dim", "must be even and >= 2")
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,11 @@ class TrainingConfig:
 
     def __post_init__(self):
         for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            require(getattr(self, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(self, key)}")
-        require(self.lr > 0, "training.lr", "must be positive")
-        require(self.grad_clip > 0, "training.grad_clip", "must be positive")
-        require(0 <= self.ema < 1, "training.ema", f"must be in [0, 1), got {self.ema}")
-        require(self.dataset_size >= 0, "training.dataset_size", "must be >= 0")
+            require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        require(self.lr > 0, "lr", "must be positive")
+        require(self.grad_clip > 0, "grad_clip", "must be positive")
+        require(0 <= self.ema < 1, "ema", f"must be in [0, 1), got {self.ema}")
+        require(self.dataset_size >= 0, "dataset_size", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ class EvaluationConfig:
     seed: int = 1234
 
     def __post_init__(self):
-        require(self.n_samples >= 16, "evaluation.n_samples", "must be >= 16")
-        require(self.n_levels >= 2, "evaluation.n_levels", "must be >= 2")
+        require(self.n_samples >= 16, "n_samples", "must be >= 16")
+        require(self.n_levels >= 2, "n_levels", "must be >= 2")
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,7 @@ class ExperimentConfig:
                 "is required for (and only for) process.kind: interpolant")
         if self.end_target is not None:
             require(self.end_target.dim == self.target.dim, "end_target.dim", "must equal target.dim")
+        require(not (interpolant and self.grid.kind == "log_snr"), "grid.kind", "log_snr grids need a diffusion process")
 
 
 def build_target(config: TargetConfig) -> GaussianMixture:
@@ -150,7 +151,6 @@ def build_grid(config: GridConfig, process) -> torch.Tensor:
         return uniform_grid(config.t_min, config.t_max, config.n_levels)
     if config.kind == "karras":
         return karras_grid(config.t_min, config.t_max, config.n_levels, config.rho)
-    require(process.kind != "interpolant", "grid.kind", "log_snr grids need a diffusion process")
     return log_snr_grid(process, config.t_min, config.t_max, config.n_levels)
 
 
