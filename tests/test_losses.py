@@ -45,24 +45,18 @@ def test_exact_marginals_win_classification(cfg, generator):
     _assert_exact_better(out_exact["clf"], out_wrong["clf"])
 
 
-def test_exact_marginals_win_dsm(generator):
-    target = two_modes(2, separation=1.0)  # overlapping modes: weights change the score
-    process, levels = VariancePreserving(), uniform_grid(1e-3, 0.999, 32)
+@pytest.mark.parametrize("kind, term, grid, wrong_weights", [
+    ("dsm", "dsm", (1e-3, 0.999, 32), [0.2, 0.8]),
+    ("ctsm", "ctsm", (1e-2, 0.9, 16), [0.1, 0.9]),
+])
+def test_exact_marginals_win_score_and_time_score_matching(generator, kind, term, grid, wrong_weights):
+    target = two_modes(2, separation=1.0)  # overlapping modes: the weights change score and time score
+    process, levels = VariancePreserving(), uniform_grid(*grid)
     exact = MixtureMarginalEnergy(target, process, levels)
-    wrong = MixtureMarginalEnergy(_with_weights(target, [0.2, 0.8]), process, levels)
+    wrong = MixtureMarginalEnergy(_with_weights(target, wrong_weights), process, levels)
     data = (target.sample(N, generator),)
-    out_exact, out_wrong = _paired_losses(LossConfig("dsm", k=1), exact, wrong, data)
-    _assert_exact_better(out_exact["dsm"], out_wrong["dsm"])
-
-
-def test_exact_marginals_win_time_score_matching(generator):
-    target = two_modes(2, separation=1.0)
-    process, levels = VariancePreserving(), uniform_grid(1e-2, 0.9, 16)
-    exact = MixtureMarginalEnergy(target, process, levels)
-    wrong = MixtureMarginalEnergy(_with_weights(target, [0.1, 0.9]), process, levels)
-    data = (target.sample(N, generator),)
-    out_exact, out_wrong = _paired_losses(LossConfig("ctsm", k=1), exact, wrong, data)
-    _assert_exact_better(out_exact["ctsm"], out_wrong["ctsm"])
+    out_exact, out_wrong = _paired_losses(LossConfig(kind, k=1), exact, wrong, data)
+    _assert_exact_better(out_exact[term], out_wrong[term])
 
 
 def test_interpolant_losses_prefer_exact_marginals(generator):
