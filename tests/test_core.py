@@ -68,6 +68,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     path = tmp_path / "out.json"
     atomic.write_json(path, {"a": 1.0, "nan": float("nan")})
     assert path.read_text().replace(" ", "").replace("\n", "") == '{"a":1.0,"nan":null}'
+    assert path.stat().st_mode & 0o044  # readable by others, as a plain open() would create it
 
     class Boom:
         def savefig(self, *args, **kwargs):
