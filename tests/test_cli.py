@@ -52,8 +52,16 @@ def test_smoke_workflow_writes_results_and_report(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text()) == results
 
 
-def test_train_then_evaluate(tmp_path):
-    config = _write(tmp_path / "exp.yaml", TINY_EXPERIMENT)
+INTERPOLANT_EXPERIMENT = TINY_EXPERIMENT.replace(
+    "grid: {kind: log_snr, n_levels: 8, t_min: 1.0e-3}",
+    "process: {kind: interpolant, gamma_factor: 1.0}\nend_target: {name: mog40, dim: 2}\n"
+    "grid: {kind: uniform, n_levels: 8, t_min: 1.0e-3, t_max: 0.999}").replace(
+    "loss: {kind: diffclf, k: 2}", "loss: {kind: diffclf, k: 3, dsm_weighting: square, antithetic: false}")
+
+
+@pytest.mark.parametrize("text", [TINY_EXPERIMENT, INTERPOLANT_EXPERIMENT], ids=["vp", "interpolant"])
+def test_train_then_evaluate(tmp_path, text):
+    config = _write(tmp_path / "exp.yaml", text)
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
     assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "eval"), "--n-samples", "32"]) == 0
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
@@ -66,6 +74,8 @@ def test_train_then_evaluate(tmp_path):
     (TINY_EXPERIMENT.replace("steps: 4", "steps: four"), "training.steps: expected int, got str"),
     (TINY_EXPERIMENT.replace("kind: diffclf", "kind: magic"), "loss.kind: 'magic' is not one of"),
     (TINY_EXPERIMENT.replace("steps: 4", "steps: -1"), "training.steps: must be >= 1"),
+    (TINY_EXPERIMENT.replace("grid: {kind: log_snr,", "process: {kind: interpolant}\nend_target: {name: mog40, dim: 2}\n"
+                             "grid: {kind: uniform,"), "loss.dsm_weighting: the edm weighting needs a diffusion"),
     ("target: [unclosed\n", "malformed YAML"),
     ("- a list\n", "top level must be a mapping"),
 ])

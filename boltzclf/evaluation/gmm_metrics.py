@@ -53,7 +53,9 @@ def evaluate(model, start: GaussianMixture, end: GaussianMixture | None, n_sampl
         per_level["ess"].append(float(effective_sample_size(model_logp - true_logp)))
         per_level["r2"].append(float(torch.corrcoef(torch.stack([model_logp, true_logp]))[0, 1] ** 2))
     trajectory = _level_samples(model, start, end, levels, marginals, n_samples, generator)
+    # for interpolants p_t's components are pairs (a, b), index a·K_end + b: sum over the end's b
     masses = mode_masses(model, int(levels[0]), marginals[0], n_samples, generator)
+    masses = masses.reshape(start.n_components, -1).sum(1)
     truth = start.weights
     return {
         "levels": [float(model.levels[i]) for i in levels],

@@ -24,7 +24,7 @@ from boltzclf.losses import LossConfig
 from boltzclf.pipelines.experiment import evaluate_experiment, train_experiment
 from boltzclf.plots.comparison import comparison_report
 from boltzclf.sampling.ancestral import ancestral_sample
-from boltzclf.training.config import ExperimentConfig, build_target
+from boltzclf.training.config import ExperimentConfig, build_target, loss_process_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,10 @@ class CompareLossesWorkflow:
 
     def __post_init__(self):
         require(len(self.methods) > 0, "methods", "name at least one method")
-        for name in self.methods:
+        for name, loss in self.methods.items():
             require(name.replace("_", "").isalnum(), f"methods.{name}", "method names must be alphanumeric")
+            problem = loss_process_mismatch(loss, self.experiment.process.kind)
+            require(problem is None, f"methods.{name}.dsm_weighting", problem or "")
         require(not self.sample_metrics or self.experiment.process.kind != "interpolant", "sample_metrics",
                 "sample metrics use ancestral diffusion sampling; not available for interpolants")
 

@@ -127,6 +127,15 @@ class ExperimentConfig:
         if self.end_target is not None:
             require(self.end_target.dim == self.target.dim, "end_target.dim", "must equal target.dim")
         require(not (interpolant and self.grid.kind == "log_snr"), "grid.kind", "log_snr grids need a diffusion process")
+        problem = loss_process_mismatch(self.loss, self.process.kind)
+        require(problem is None, "loss.dsm_weighting", problem or "")
+
+
+def loss_process_mismatch(loss: LossConfig, process_kind: str) -> str | None:
+    """Why ``loss`` cannot train with a process of kind ``process_kind`` (None if it can)."""
+    if process_kind == "interpolant" and loss.dsm_weighting == "edm":
+        return "the edm weighting needs a diffusion; use uniform, linear or square for interpolants"
+    return None
 
 
 def build_target(config: TargetConfig) -> GaussianMixture:
