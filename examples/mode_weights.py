@@ -13,7 +13,7 @@ base = ExperimentConfig(
     target=TargetConfig(name="two_modes", dim=4),
     grid=GridConfig(kind="log_snr", n_levels=32, t_min=1e-3),
     model=ModelConfig(hidden=64, n_layers=3),
-    training=TrainingConfig(steps=2000, batch_size=512, lr=2e-3, ema=0.99),
+    training=TrainingConfig(steps=2000, batch_size=512, lr=2e-3, lr_schedule="cosine", ema=0.99),
 )
 for name, loss in {"dsm": LossConfig("dsm", k=2), "diffclf": LossConfig("diffclf", k=2)}.items():
     config = dataclasses.replace(base, loss=loss)

@@ -19,7 +19,7 @@ def _config(steps=12, warm_start=None, loss="diffclf"):
         target=TargetConfig(dim=2), grid=GridConfig(n_levels=8), model=ModelConfig(hidden=16, n_layers=1, time_dim=8),
         loss=LossConfig(loss, k=2), evaluation=EvaluationConfig(n_samples=64, n_levels=2),
         training=TrainingConfig(steps=steps, batch_size=32, checkpoint_every=4, log_every=2, ema=0.9,
-                                dataset_size=256, warm_start=warm_start))
+                                dataset_size=256, warm_start=warm_start, lr_schedule="cosine"))
 
 
 class Killed(Exception):
@@ -52,6 +52,18 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(straight[1][key], resumed[1][key]), key
     logs = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert logs == [2, 4, 6, 8, 10, 12]  # lines written after the checkpoint were dropped, none duplicated
+
+
+def test_cosine_schedule_decays_to_zero():
+    from boltzclf.training.trainer import _set_learning_rate
+
+    config = TrainingConfig(steps=10, lr=1e-3, lr_schedule="cosine")
+    optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    rates = []
+    for step in range(10):
+        _set_learning_rate(optimizer, config, step)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] == 1e-3 and all(b < a for a, b in zip(rates, rates[1:])) and rates[-1] < 0.03e-3
 
 
 def test_free_energies_are_gauge_fixed_and_learned(tmp_path):

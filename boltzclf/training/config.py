@@ -72,11 +72,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimisation. ``dataset_size`` 0 draws fresh samples every step; ``ema`` 0 disables the EMA."""
+    """Optimisation. ``dataset_size`` 0 draws fresh samples every step; ``ema`` 0 disables the EMA;
+    ``lr_schedule`` ``cosine`` decays the learning rate from ``lr`` to 0 over ``steps``."""
 
     steps: int = 2000
     batch_size: int = 512
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float = 1.0
     ema: float = 0.999
     dataset_size: int = 60000

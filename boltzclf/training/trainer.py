@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -64,6 +65,7 @@ def train(model, loss_fn, data, config: TrainingConfig, out_dir: str | Path, res
                     disable=None, leave=False)
     for step in progress:
         done = step + 1
+        _set_learning_rate(optimizer, config, step)
         out = loss_fn(model, data.sample(config.batch_size, generator), generator)
         total = out["loss"].mean()
         if torch.isfinite(total):
@@ -88,6 +90,15 @@ def train(model, loss_fn, data, config: TrainingConfig, out_dir: str | Path, res
             on_step(done)
     progress.close()
     return ema.shadow if ema is not None else model
+
+
+def _set_learning_rate(optimizer, config: TrainingConfig, step: int) -> None:
+    """The schedule is a pure function of the step, so a resumed run follows it exactly."""
+    lr = config.lr
+    if config.lr_schedule == "cosine":
+        lr *= 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _update(model, optimizer, total: torch.Tensor, grad_clip: float) -> torch.Tensor:
