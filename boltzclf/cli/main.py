@@ -15,6 +15,7 @@ from boltzclf import __version__
 from boltzclf.core.errors import BoltzclfError
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "boltzclf.cli.simulate",
 )
 
 EXIT_USER_ERROR = 2
