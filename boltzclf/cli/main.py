@@ -15,6 +15,9 @@ from boltzclf import __version__
 from boltzclf.core.errors import BoltzclfError
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "boltzclf.cli.run",
+    "boltzclf.cli.train",
+    "boltzclf.cli.evaluate",
     "boltzclf.cli.simulate",
 )
 

@@ -1,1 +1,1 @@
-"""Estimators: arrays in (CV values, reduced energies, log-weights), estimates with uncertainties out."""
+"""Estimators: arrays in, an estimate with its uncertainty out (never imports models or samplers)."""
