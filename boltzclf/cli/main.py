@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "boltzclf.cli.train",
     "boltzclf.cli.evaluate",
     "boltzclf.cli.simulate",
+    "boltzclf.cli.pmf",
 )
 
 EXIT_USER_ERROR = 2

@@ -47,13 +47,13 @@ class MDConfig:
     temperature: float
     timestep_fs: float = 1.0
     friction_per_ps: float = 1.0
-    stride_ps: float = 1.0
+    stride_ps: float = 0.1
     seed: int = 0
     equilibration_ps: float = 10.0
     minimize: bool = True
     platform: str = "CPU"
     threads: int = 2
-    checkpoint_frames: int = 100
+    checkpoint_frames: int = 1000
 
     def __post_init__(self) -> None:
         for key in ("ns", "temperature", "timestep_fs", "friction_per_ps", "stride_ps"):
