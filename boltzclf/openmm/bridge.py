@@ -103,30 +103,45 @@ def make_bridge(system, backend: str = "openmm", **options) -> Bridge:
 register_backend("openmm", lambda system, **opt: OpenMMBridge(system.system, system.temperature, **opt))
 
 
-def check_positions(x: torch.Tensor, n_atoms: int) -> None:
-    """Raise :class:`BoltzclfError` unless ``x`` is a finite ``(B, n_atoms, 3)`` tensor."""
+def positions_array(x: torch.Tensor, n_atoms: int) -> np.ndarray:
+    """``x`` as a float64 numpy array, after checking it is a finite ``(B, n_atoms, 3)`` tensor.
+
+    The checks run in numpy on purpose: small torch element-wise ops wake torch's OpenMP pool, whose
+    spinning threads then compete with the OpenMM workers for the same cores.
+
+    Raises
+    ------
+    BoltzclfError
+        For a wrong shape or non-finite coordinates (naming the batch entries).
+    """
     if x.dim() != 3 or tuple(x.shape[1:]) != (n_atoms, 3):
         raise BoltzclfError(f"positions: expected shape (B, {n_atoms}, 3) in nm, got {tuple(x.shape)}")
-    finite = torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite).flatten()[:10].tolist()
+    array = np.asarray(x.detach().cpu().numpy(), dtype=np.float64)
+    finite = np.isfinite(array).all(axis=(1, 2))
+    if not finite.all():
+        bad = np.flatnonzero(~finite)[:10].tolist()
         raise BoltzclfError(f"positions: non-finite (NaN/inf) coordinates in batch entries {bad}")
+    return array
+
+
+def _like(array: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(array).to(device=x.device, dtype=x.dtype)
 
 
 class _BridgeEnergy(torch.autograd.Function):
-    """u(x) with backward −force · grad_output, the force coming from the backend."""
+    """u(x) with backward −force · grad_output, the force coming from the backend (numpy inside)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, bridge: Bridge) -> torch.Tensor:
-        energy, force = bridge.evaluate(x.detach().to("cpu", torch.float64).numpy())
-        ctx.save_for_backward(torch.from_numpy(force).to(device=x.device, dtype=x.dtype))
-        return torch.from_numpy(energy).to(device=x.device, dtype=x.dtype)
+        energy, force = bridge.evaluate(positions_array(x, bridge.n_atoms))
+        ctx.force = force
+        return _like(energy, x)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: torch.Tensor):
-        (force,) = ctx.saved_tensors
-        return -force * grad_output[:, None, None], None
+        grad = np.asarray(grad_output.detach().cpu().numpy(), dtype=np.float64)
+        return _like(-ctx.force * grad[:, None, None], grad_output), None
 
 
 def reduced_energy(x: torch.Tensor, bridge: Bridge) -> torch.Tensor:
@@ -134,12 +149,10 @@ def reduced_energy(x: torch.Tensor, bridge: Bridge) -> torch.Tensor:
 
     The output has ``x``'s device and dtype (pass float64 when the energies feed reweighting).
     """
-    check_positions(x, bridge.n_atoms)
     return _BridgeEnergy.apply(x, bridge)
 
 
 def reduced_force(x: torch.Tensor, bridge: Bridge) -> torch.Tensor:
     """Force ``-∇u`` ``(B, n_atoms, 3)`` [kT/nm], same device and dtype as ``x``."""
-    check_positions(x, bridge.n_atoms)
-    _, force = bridge.evaluate(x.detach().to("cpu", torch.float64).numpy())
-    return torch.from_numpy(force).to(device=x.device, dtype=x.dtype)
+    _, force = bridge.evaluate(positions_array(x, bridge.n_atoms))
+    return _like(force, x)
