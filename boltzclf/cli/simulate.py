@@ -29,6 +29,10 @@ def register(subparsers) -> None:
     p.add_argument("--platform", default="CPU", help="OpenMM platform (CPU, CUDA, Reference)")
     p.add_argument("--threads", type=int, default=2, help="CPU platform threads")
     p.add_argument("--checkpoint-frames", type=int, default=1000, help="frames between checkpoints")
+    p.add_argument("--replicas", type=int, default=1,
+                   help="> 1: parallel tempering (openmmtools) with this many temperatures")
+    p.add_argument("--max-temperature", type=float, default=None,
+                   help="K, highest parallel-tempering temperature (geometric ladder)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=run)
 
@@ -42,11 +46,13 @@ def run(args: argparse.Namespace) -> int:
         ns=args.ns, temperature=args.temperature or system.temperature, timestep_fs=args.timestep_fs,
         friction_per_ps=args.friction, stride_ps=args.stride_ps, seed=args.seed,
         equilibration_ps=args.equilibration_ps, minimize=not args.no_minimize,
-        platform=args.platform, threads=args.threads, checkpoint_frames=args.checkpoint_frames)
+        platform=args.platform, threads=args.threads, checkpoint_frames=args.checkpoint_frames,
+        replicas=args.replicas, max_temperature=args.max_temperature)
     inputs = [args.system] + ([system.spec.source.pdb] if system.spec.kind == "pdb" else [])
     resolved = {"command": "simulate", "system": to_dict(system.spec), "md": to_dict(config)}
     out = rundir.prepare(args.out, resolved, seed=args.seed, device=args.platform, inputs=inputs)
     results = simulate(system, config, out, progress=not args.no_progress)
-    print(f"{results['n_frames']} frames ({results['simulated_ns']:g} ns) in {out}; "
-          f"{results['ns_per_day'] or float('nan'):.1f} ns/day on {config.platform} x{config.threads}")
+    speed = f"; {results['ns_per_day']:.1f} ns/day" if "ns_per_day" in results else ""
+    print(f"{results['n_frames']} frames ({results['simulated_ns']:g} ns) in {out}{speed} "
+          f"on {config.platform} x{config.threads}")
     return 0

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Optional
 from pathlib import Path
 
 import mdtraj
@@ -41,7 +42,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MDConfig:
-    """Langevin MD settings (LangevinMiddleIntegrator). Units: ns, K, fs, 1/ps, ps."""
+    """Langevin MD settings. Units: ns, K, fs, 1/ps, ps.
+
+    ``replicas > 1`` selects parallel tempering (:mod:`boltzclf.openmm.tempering`) between
+    ``temperature`` and ``max_temperature``; otherwise plain LangevinMiddleIntegrator MD.
+    """
 
     ns: float
     temperature: float
@@ -54,6 +59,8 @@ class MDConfig:
     platform: str = "CPU"
     threads: int = 2
     checkpoint_frames: int = 1000
+    replicas: int = 1
+    max_temperature: Optional[float] = None
 
     def __post_init__(self) -> None:
         for key in ("ns", "temperature", "timestep_fs", "friction_per_ps", "stride_ps"):
@@ -63,6 +70,9 @@ class MDConfig:
                 "must be >= 1")
         require(self.stride_steps * self.timestep_fs == self.stride_ps * 1000.0, "--stride-ps",
                 f"must be a whole number of {self.timestep_fs} fs timesteps")
+        require(self.replicas >= 1, "--replicas", "must be >= 1")
+        require(self.replicas == 1 or (self.max_temperature or 0) > self.temperature,
+                "--max-temperature", "parallel tempering needs a maximum above --temperature")
 
     @property
     def stride_steps(self) -> int:
@@ -138,6 +148,10 @@ def simulate(system: MolecularSystem, config: MDConfig, out: str | os.PathLike,
     if (out / "results.json").exists():
         log.info("%s: run already complete", out)
         return json.loads((out / "results.json").read_text())
+    if config.replicas > 1:
+        from boltzclf.openmm.tempering import temper
+
+        return temper(system, config, out)
     kT = kt_kj_per_mol(config.temperature)
     context = make_context(system.system, config.platform, config.threads, _integrator(config))
     checkpointer = _Checkpointer(out, context)
@@ -168,23 +182,34 @@ def _chunk_path(out: Path, index: int) -> Path:
 
 
 def _finalise(system: MolecularSystem, config: MDConfig, out: Path, wall_s: float) -> dict:
-    """Concatenate the chunks into trajectory.dcd + topology.pdb + energies.npz and write results."""
+    """Concatenate the chunks and write the final outputs."""
     n_chunks = -(-config.n_frames // config.checkpoint_frames)
     chunks = [torch.load(_chunk_path(out, k), weights_only=True) for k in range(n_chunks)]
-    positions = torch.cat([c["positions"] for c in chunks]).numpy()
+    cat = {name: torch.cat([c[name] for c in chunks]).numpy()
+           for name in ("positions", "reduced_energy", "potential_energy")}
+    extra = {"integrator": "LangevinMiddleIntegrator", "production_wall_s": wall_s,
+             "ns_per_day": len(cat["positions"]) * config.stride_ps / 1000.0 / wall_s * 86400.0}
+    return write_outputs(system, config, out, cat["positions"], cat["reduced_energy"],
+                         cat["potential_energy"], extra)
+
+
+def write_outputs(system: MolecularSystem, config: MDConfig, out: Path, positions: np.ndarray,
+                  reduced_energy: np.ndarray, potential_energy: np.ndarray, extra: dict) -> dict:
+    """Write trajectory.dcd, topology.pdb, energies.npz and results.json (all atomically).
+
+    ``positions`` ``(N, n_atoms, 3)`` nm; ``reduced_energy`` ``(N,)`` kT at ``config.temperature``;
+    ``potential_energy`` ``(N,)`` kJ/mol; ``extra`` is merged into the results record.
+    """
     time_ps = config.stride_ps * np.arange(1, len(positions) + 1)
     trajectory = mdtraj.Trajectory(positions, system.mdtraj_topology, time=time_ps)
     _atomic_mdtraj(trajectory, out / "trajectory.dcd", "save_dcd")
     _atomic_mdtraj(mdtraj.Trajectory(system.positions, system.mdtraj_topology), out / "topology.pdb", "save_pdb")
-    energies = {name: torch.cat([c[name] for c in chunks]).numpy()
-                for name in ("reduced_energy", "potential_energy")}
-    _atomic_npz(out / "energies.npz", time=time_ps, **energies)
-    simulated_ns = len(positions) * config.stride_ps / 1000.0
+    _atomic_npz(out / "energies.npz", time=time_ps, reduced_energy=reduced_energy,
+                potential_energy=potential_energy)
     results = {
         "system": system.spec.name,
         "n_frames": len(positions),
-        "simulated_ns": simulated_ns,
-        "integrator": "LangevinMiddleIntegrator",
+        "simulated_ns": len(positions) * config.stride_ps / 1000.0,
         "timestep_fs": config.timestep_fs,
         "friction_per_ps": config.friction_per_ps,
         "temperature_K": config.temperature,
@@ -192,8 +217,7 @@ def _finalise(system: MolecularSystem, config: MDConfig, out: Path, wall_s: floa
         "seed": config.seed,
         "platform": config.platform,
         "threads": config.threads,
-        "production_wall_s": wall_s,
-        "ns_per_day": simulated_ns / wall_s * 86400.0 if wall_s > 0 else None,
+        **extra,
         "energy_unit": "kT at temperature_K (reduced_energy); kJ/mol (potential_energy)",
         "checksums_sha256": {name: provenance.sha256(out / name)
                              for name in ("trajectory.dcd", "topology.pdb", "energies.npz")},

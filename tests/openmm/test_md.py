@@ -101,3 +101,24 @@ def test_malformed_spec_exits_2_and_creates_nothing(tmp_path, capsys):
     assert main(["simulate", str(spec), "--out", str(out), "--ns", "0.001"]) == 2
     assert "bad.yaml: malformed YAML" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_parallel_tempering_exports_lowest_temperature_frames(tmp_path):
+    spec = REPO / "systems" / "alanine_dipeptide_vacuum.yaml"
+    out = tmp_path / "pt"
+    assert main(["simulate", str(spec), "--out", str(out), "--ns", "0.002", *FAST,
+                 "--replicas", "3", "--max-temperature", "400"]) == 0
+    traj = load(out)
+    assert traj.n_frames == 20
+    system = load_system(spec)
+    x = torch.from_numpy(traj.xyz.astype(np.float64))
+    stored = np.load(out / "energies.npz")["reduced_energy"]
+    spacing_nm = np.spacing((x.abs().numpy() * 10).astype(np.float32)).astype(np.float64) / 20
+    bound = (system.force(x).abs().numpy() * spacing_nm).sum(axis=(1, 2)) + 1e-5 * np.abs(stored)
+    assert np.all(np.abs(system.energy(x).numpy() - stored) <= bound)
+    system.close()
+
+
+def test_parallel_tempering_needs_a_higher_maximum(tmp_path, capsys):
+    assert simulate(tmp_path / "pt", "0.001", "--replicas", "3") == 2
+    assert "--max-temperature" in capsys.readouterr().err
