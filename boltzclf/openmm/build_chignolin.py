@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import random
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,8 @@ BACKBONE: tuple[tuple[float, float], ...] = (
 #: Backbone restraint strengths [kJ/mol/nm²] of successive minimisations: side chains relax around
 #: the built backbone first, then everything relaxes freely.
 RESTRAINT_SCHEDULE = (1.0e4, 1.0e3, 0.0)
+#: Seed of the random initial hydrogen placement, so the command rebuilds the same structure.
+HYDROGEN_SEED = 2008
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "systems" / "chignolin_cln025.pdb"
 
 
@@ -73,6 +76,7 @@ def build(tolerance: float = 1.0) -> tuple[app.Topology, np.ndarray]:
     forcefield = app.ForceField(*FORCEFIELD)
     pdb = heavy_atom_backbone()
     modeller = app.Modeller(pdb.topology, pdb.positions)
+    random.seed(HYDROGEN_SEED)  # Modeller places new hydrogens with Python's global `random`
     modeller.addHydrogens(forcefield, pH=7.0)
     system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff)
     system.addForce(_backbone_restraint(modeller.topology, modeller.positions))

@@ -134,3 +134,23 @@ def test_policy_raise_names_indices():
 def test_unknown_backend_is_an_error(systems):
     with pytest.raises(BoltzclfError, match="unknown energy backend 'nope'"):
         make_bridge(systems["alanine_dipeptide_vacuum"], backend="nope")
+
+
+def test_a_registered_backend_is_used_by_load_system():
+    """The seam for the torch-native force field: any registered factory serves energy()."""
+    from boltzclf.openmm.bridge import register_backend
+    from boltzclf.openmm.policy import EnergyStats
+
+    class Constant:
+        def __init__(self, system):
+            self.n_atoms, self.stats = system.n_atoms, EnergyStats()
+
+        def evaluate(self, x):
+            return np.full(len(x), 7.0), np.zeros_like(x)
+
+        def close(self):
+            pass
+
+    register_backend("constant-test", Constant)
+    system = load_system(SYSTEMS_DIR / "alanine_dipeptide_vacuum.yaml", backend="constant-test")
+    assert system.energy(torch.zeros(2, 22, 3, dtype=torch.float64)).tolist() == [7.0, 7.0]
