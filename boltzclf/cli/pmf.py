@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from boltzclf.estimators.pmf import basin_minima, histogram_free_energy
     from boltzclf.openmm import load_system
     from boltzclf.openmm.cvs import make_cv
+    from boltzclf.openmm.md import write_npz
     from boltzclf.plots.pmf import pmf_figure
 
     system = load_system(args.system)
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     results = {"n_frames": len(frames), "cv": [{"name": cv.name, "unit": cv.unit, "periodic": cv.periodic}
                                                for cv in cvs],
                "units": "kT; F = -ln(normalised density), angles in rad",
+               "kT_kJ_per_mol": system.kT, "kT_kcal_per_mol": system.kT / 4.184,
                "profiles": {cv.name: p.to_dict() for cv, p in zip(cvs, profiles)}}
     if surface is not None:
         results["surface"] = surface.to_dict()
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if surface is not None:
         arrays.update(surface_free_energy=surface.free_energy, surface_stderr=surface.stderr)
     arrays["cv_values"] = values
-    _save_npz(out / "pmf.npz", arrays)
+    write_npz(out / "pmf.npz", **arrays)
     labels = [f"{cv.name} / {'deg' if cv.periodic else cv.unit}" for cv in cvs]
     atomic.save_figure(out / "pmf.png", pmf_figure(surface, profiles, labels, [cv.periodic for cv in cvs]))
     atomic.write_json(out / "pmf.json", results)
@@ -130,10 +132,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'pmf.json'}, pmf.npz, pmf.png ({len(frames)} frames)")
     return 0
 
-
-def _save_npz(path: Path, arrays: dict) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)

@@ -204,7 +204,7 @@ def write_outputs(system: MolecularSystem, config: MDConfig, out: Path, position
     trajectory = mdtraj.Trajectory(positions, system.mdtraj_topology, time=time_ps)
     _atomic_mdtraj(trajectory, out / "trajectory.dcd", "save_dcd")
     _atomic_mdtraj(mdtraj.Trajectory(system.positions, system.mdtraj_topology), out / "topology.pdb", "save_pdb")
-    _atomic_npz(out / "energies.npz", time=time_ps, reduced_energy=reduced_energy,
+    write_npz(out / "energies.npz", time=time_ps, reduced_energy=reduced_energy,
                 potential_energy=potential_energy)
     results = {
         "system": system.spec.name,
@@ -232,7 +232,8 @@ def _atomic_mdtraj(trajectory: mdtraj.Trajectory, path: Path, method: str) -> No
     os.replace(tmp, path)
 
 
-def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Atomically write numpy arrays to an ``.npz`` file."""
     tmp = path.with_name(f".{path.stem}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
