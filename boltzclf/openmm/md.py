@@ -151,7 +151,7 @@ def simulate(system: MolecularSystem, config: MDConfig, out: str | os.PathLike,
     if config.replicas > 1:
         from boltzclf.openmm.tempering import temper
 
-        return temper(system, config, out)
+        return temper(system, config, out, progress)
     kT = kt_kj_per_mol(config.temperature)
     context = make_context(system.system, config.platform, config.threads, _integrator(config))
     checkpointer = _Checkpointer(out, context)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import openmm
 import openmm.unit as unit
+from tqdm.auto import tqdm
 
 from boltzclf.openmm.md import MDConfig, write_outputs
 from boltzclf.openmm.system import MolecularSystem
@@ -38,7 +39,8 @@ def _sampler(system: MolecularSystem, config: MDConfig, storage: Path):
         timestep=config.timestep_fs * unit.femtosecond,
         collision_rate=config.friction_per_ps / unit.picosecond,
         n_steps=config.stride_steps, reassign_velocities=False)
-    sampler = multistate.ParallelTemperingSampler(mcmc_moves=move, number_of_iterations=config.n_frames)
+    sampler = multistate.ParallelTemperingSampler(mcmc_moves=move, number_of_iterations=config.n_frames,
+                                                   online_analysis_interval=None)
     reporter = multistate.MultiStateReporter(str(storage), checkpoint_interval=1)
     thermo = states.ThermodynamicState(system.system, temperature=config.temperature * unit.kelvin)
     sampler_state = states.SamplerState(system.positions * unit.nanometer)
@@ -52,14 +54,19 @@ def _sampler(system: MolecularSystem, config: MDConfig, storage: Path):
     return sampler, reporter
 
 
-def temper(system: MolecularSystem, config: MDConfig, out: str | Path) -> dict:
+def temper(system: MolecularSystem, config: MDConfig, out: str | Path, progress: bool = True) -> dict:
     """Run (or resume) parallel tempering into ``out`` and write the lowest-temperature trajectory."""
     out = Path(out)
     if not log.isEnabledFor(logging.DEBUG):  # openmmtools logs every iteration at INFO
         logging.getLogger("openmmtools").setLevel(logging.WARNING)
     start = time.perf_counter()
     sampler, reporter = _sampler(system, config, out / "tempering.nc")
-    sampler.run()
+    with tqdm(total=config.n_frames, initial=sampler.iteration, unit="iteration", disable=not progress,
+              desc=f"tempering {system.spec.name}") as bar:
+        while sampler.iteration < config.n_frames:
+            n = min(config.checkpoint_frames, config.n_frames - sampler.iteration)
+            sampler.run(n_iterations=n)
+            bar.update(n)
     wall_s = time.perf_counter() - start
     positions, reduced = _lowest_temperature_frames(reporter)
     reporter.close()
