@@ -31,8 +31,10 @@ def _assert_exact_better(term_exact, term_wrong, k=4.0):
 
 
 @pytest.mark.parametrize("cfg", [LossConfig("diffclf", k=2), LossConfig("diffclf", k=2, pairs="adjacent"),
-                                 LossConfig("diffclf", k=2, shared_noise=True), LossConfig("diffclf", k=4)],
-                         ids=["binary-uniform", "binary-adjacent", "binary-shared-noise", "multiclass-k4"])
+                                 LossConfig("diffclf", k=2, shared_noise=True), LossConfig("diffclf", k=4),
+                                 LossConfig("diffclf", k=2, classify="one"), LossConfig("diffclf", k=4, classify="one")],
+                         ids=["binary-uniform", "binary-adjacent", "binary-shared-noise", "multiclass-k4",
+                              "binary-one-sided", "multiclass-k4-one-sided"])
 def test_exact_marginals_win_classification(cfg, generator):
     target = two_modes(2)
     process, levels = VariancePreserving(), log_snr_grid(VariancePreserving(), 1e-3, 0.999, 16)
@@ -43,24 +45,18 @@ def test_exact_marginals_win_classification(cfg, generator):
     _assert_exact_better(out_exact["clf"], out_wrong["clf"])
 
 
-def test_exact_marginals_win_dsm(generator):
-    target = two_modes(2, separation=1.0)  # overlapping modes: weights change the score
-    process, levels = VariancePreserving(), uniform_grid(1e-3, 0.999, 32)
+@pytest.mark.parametrize("kind, term, grid, wrong_weights", [
+    ("dsm", "dsm", (1e-3, 0.999, 32), [0.2, 0.8]),
+    ("ctsm", "ctsm", (1e-2, 0.9, 16), [0.1, 0.9]),
+])
+def test_exact_marginals_win_score_and_time_score_matching(generator, kind, term, grid, wrong_weights):
+    target = two_modes(2, separation=1.0)  # overlapping modes: the weights change score and time score
+    process, levels = VariancePreserving(), uniform_grid(*grid)
     exact = MixtureMarginalEnergy(target, process, levels)
-    wrong = MixtureMarginalEnergy(_with_weights(target, [0.2, 0.8]), process, levels)
+    wrong = MixtureMarginalEnergy(_with_weights(target, wrong_weights), process, levels)
     data = (target.sample(N, generator),)
-    out_exact, out_wrong = _paired_losses(LossConfig("dsm", k=1), exact, wrong, data)
-    _assert_exact_better(out_exact["dsm"], out_wrong["dsm"])
-
-
-def test_exact_marginals_win_time_score_matching(generator):
-    target = two_modes(2, separation=1.0)
-    process, levels = VariancePreserving(), uniform_grid(1e-2, 0.9, 16)
-    exact = MixtureMarginalEnergy(target, process, levels)
-    wrong = MixtureMarginalEnergy(_with_weights(target, [0.1, 0.9]), process, levels)
-    data = (target.sample(N, generator),)
-    out_exact, out_wrong = _paired_losses(LossConfig("ctsm", k=1), exact, wrong, data)
-    _assert_exact_better(out_exact["ctsm"], out_wrong["ctsm"])
+    out_exact, out_wrong = _paired_losses(LossConfig(kind, k=1), exact, wrong, data)
+    _assert_exact_better(out_exact[term], out_wrong[term])
 
 
 def test_interpolant_losses_prefer_exact_marginals(generator):
@@ -96,6 +92,20 @@ def test_binary_loss_is_the_two_class_cross_entropy():
     l_s_xt, l_t_xt = logits[:, 0, 1], logits[:, 1, 1]
     expected = 0.5 * F.softplus(l_t_xs - l_s_xs) + 0.5 * F.softplus(l_s_xt - l_t_xt)
     assert torch.allclose(classification_loss(logits), expected)
+
+
+def test_one_sided_estimate_has_the_same_expectation(generator):
+    """Classifying one sample per row is unbiased for the symmetric objective (exchangeable levels)."""
+    target = two_modes(2)
+    process, levels = VariancePreserving(), log_snr_grid(VariancePreserving(), 1e-3, 0.999, 8)
+    model = MixtureMarginalEnergy(_with_weights(target, [0.4, 0.6]), process, levels)
+    data = (target.sample(40_000, generator),)
+    values = {}
+    for classify in ("all", "one"):
+        clf = build_loss(LossConfig("diffclf", k=3, classify=classify))(model, data, torch.Generator().manual_seed(7))["clf"]
+        values[classify] = (clf.mean(), clf.std() / clf.numel() ** 0.5)
+    (m_all, se_all), (m_one, se_one) = values["all"], values["one"]
+    assert abs(m_all - m_one) <= 4 * (se_all**2 + se_one**2) ** 0.5
 
 
 def test_classification_loss_is_log_k_at_chance():

@@ -97,3 +97,37 @@ def test_load_trained_round_trip(tmp_path):
     x = torch.randn(5, 2)
     t = torch.full((5,), 0.3)
     assert torch.allclose(loaded.energy(t, x), model.energy(t, x))
+
+
+def _nan_loss_on(steps_to_poison):
+    from boltzclf.losses import build_loss
+
+    inner, calls = build_loss(LossConfig("dsm", k=1)), {"n": 0}
+
+    def loss(model, batch, generator):
+        calls["n"] += 1
+        out = inner(model, batch, generator)
+        if calls["n"] in steps_to_poison:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+    return loss
+
+
+def _train_with(loss, tmp_path, steps):
+    from boltzclf.training.config import build_model, build_target
+    from boltzclf.training.data import MixtureData
+    from boltzclf.training.trainer import train
+
+    config = _config(steps=steps)
+    data = MixtureData(build_target(config.target), None, 64, 0, CPU)
+    return train(build_model(config), loss, data, config.training, tmp_path, {}, CPU)
+
+
+def test_non_finite_losses_are_skipped_counted_and_fatal_when_persistent(tmp_path, caplog):
+    _train_with(_nan_loss_on({2, 12}), tmp_path / "some", steps=12)  # the last step is poisoned too
+    assert checkpoint.load(tmp_path / "some" / "checkpoint.pt")["step"] == 12
+    assert sum("non-finite loss" in r.message for r in caplog.records) == 2
+    from boltzclf.core.errors import BoltzclfError
+
+    with pytest.raises(BoltzclfError, match="10 consecutive non-finite losses"):
+        _train_with(_nan_loss_on(set(range(1, 100))), tmp_path / "all", steps=20)

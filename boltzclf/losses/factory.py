@@ -18,6 +18,8 @@ class LossConfig:
     k: levels per data sample for ``diffclf`` (2 = binary); for ``dsm``/``ctsm`` the batch is
     replicated k times so all methods use the same number of score evaluations per data sample.
     pairs: level scheme for ``diffclf`` (default: uniform for k = 2, distinct for k > 2).
+    classify: ``all`` classifies every sample of a row (reference); ``one`` only the first, an
+    unbiased, cheaper estimate of the same objective (k − 1 instead of k(k − 1) extra evaluations).
     """
 
     kind: Literal["dsm", "diffclf", "ctsm"] = "dsm"
@@ -27,6 +29,7 @@ class LossConfig:
     shared_noise: bool = False
     dsm_weighting: Literal["edm", "uniform", "linear", "square"] = "edm"
     antithetic: bool = False
+    classify: Literal["all", "one"] = "all"
 
     def __post_init__(self):
         require(self.k >= 1, "k", f"must be >= 1, got {self.k}")
@@ -35,6 +38,8 @@ class LossConfig:
         require(self.pairs != "adjacent" or self.k == 2, "pairs", "adjacent pairs need k = 2")
         require(self.pairs != "uniform" or self.k == 2, "pairs",
                 "uniform (possibly repeated) levels only for k = 2; use distinct")
+        require(self.classify == "all" or self.pairs != "adjacent", "classify",
+                "'one' needs exchangeable levels (uniform or distinct), not adjacent pairs")
 
 
 def build_loss(config: LossConfig):
@@ -43,4 +48,5 @@ def build_loss(config: LossConfig):
         return DenoisingScoreMatching(config.dsm_weighting, replicas=config.k, antithetic=config.antithetic)
     if config.kind == "ctsm":
         return TimeScoreMatching(config.weight, replicas=config.k, dsm_weighting=config.dsm_weighting)
-    return DiffusiveClassification(config.k, config.weight, config.pairs, config.shared_noise, config.dsm_weighting)
+    return DiffusiveClassification(config.k, config.weight, config.pairs, config.shared_noise, config.dsm_weighting,
+                                   config.classify)

@@ -51,8 +51,9 @@ class _ResidualBlock(nn.Module):
         self.time = nn.Linear(time_dim, hidden)
         self.outer = nn.Linear(hidden, hidden)
 
-    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        u = nn.functional.gelu(self.inner(nn.functional.gelu(h)) + self.time(temb))
+    def forward(self, h: torch.Tensor, temb: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        time = self.time(temb) if rows is None else self.time(temb)[rows]
+        u = nn.functional.gelu(self.inner(nn.functional.gelu(h)) + time)
         return h + self.outer(u)
 
 
@@ -91,9 +92,16 @@ class TimeConditionedMLP(nn.Module):
         nn.init.zeros_(self.output.bias)
 
     def forward(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``c`` ``(B,)``, ``x`` ``(B, *event)`` → ``(B, *event)``."""
+        """``c`` ``(B,)``, ``x`` ``(B, *event)`` → ``(B, *event)``.
+
+        Training batches hold few distinct times (grid levels), so the time path is computed once per
+        distinct value and gathered, unless ``c`` needs gradients (∂/∂t), which ``unique`` cannot pass.
+        """
+        rows = None
+        if not c.requires_grad:
+            c, rows = torch.unique(c, return_inverse=True)
         temb = self.time_mlp(self.embed(c))
         h = self.input(x.flatten(1))
         for block in self.blocks:
-            h = block(h, temb)
+            h = block(h, temb, rows)
         return self.output(nn.functional.gelu(h)).reshape(x.shape)

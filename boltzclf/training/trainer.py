@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +48,7 @@ def train(model, loss_fn, data, config: TrainingConfig, out_dir: str | Path, res
         Called with the number of completed steps after each step (progress hooks, tests).
     """
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     ema = EMA(model, config.ema) if config.ema > 0 else None
@@ -63,27 +63,23 @@ def train(model, loss_fn, data, config: TrainingConfig, out_dir: str | Path, res
     progress = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train",
                     disable=None, leave=False)
     for step in progress:
+        done = step + 1
         out = loss_fn(model, data.sample(config.batch_size, generator), generator)
         total = out["loss"].mean()
-        if not torch.isfinite(total):
+        if torch.isfinite(total):
+            bad_steps = 0
+            grad_norm = _update(model, optimizer, total, config.grad_clip)
+            if ema is not None:
+                ema.update(model)
+            _accumulate(running, out, grad_norm)
+        else:
             bad_steps += 1
-            log.warning("step %d: non-finite loss, update skipped (%d in a row)", step + 1, bad_steps)
+            log.warning("step %d: non-finite loss, update skipped (%d in a row)", done, bad_steps)
             if bad_steps >= MAX_BAD_STEPS:
-                raise BoltzclfError(f"training diverged: {bad_steps} consecutive non-finite losses at step {step + 1}")
-            continue
-        bad_steps = 0
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        model.gauge_fix_()
-        if ema is not None:
-            ema.update(model)
-        _accumulate(running, out, grad_norm)
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            _append_log(out_dir / "metrics.jsonl", done, running)
-            progress.set_postfix(loss=f"{running.get('loss', math.nan) / max(running.get('n', 1), 1):.4f}")
+                raise BoltzclfError(f"training diverged: {bad_steps} consecutive non-finite losses at step {done}")
+        if (done % config.log_every == 0 or done == config.steps) and running:
+            record = _append_log(out_dir / "metrics.jsonl", done, running)
+            progress.set_postfix(loss=f"{record['loss']:.4f}")
             running = {}
         if done % config.checkpoint_every == 0 or done == config.steps:
             checkpoint.save(ckpt_path, config=resolved_config, step=done, model=model, ema=ema,
@@ -92,6 +88,16 @@ def train(model, loss_fn, data, config: TrainingConfig, out_dir: str | Path, res
             on_step(done)
     progress.close()
     return ema.shadow if ema is not None else model
+
+
+def _update(model, optimizer, total: torch.Tensor, grad_clip: float) -> torch.Tensor:
+    """One optimiser step with gradient clipping, then the free-energy gauge; returns the grad norm."""
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    model.gauge_fix_()
+    return grad_norm
 
 
 def _resume(path: Path, model, ema, optimizer, generator) -> int:
@@ -124,11 +130,13 @@ def _accumulate(running: dict, out: dict, grad_norm: torch.Tensor) -> None:
         running[key] = running.get(key, 0.0) + float(value.detach().mean())
 
 
-def _append_log(path: Path, step: int, running: dict) -> None:
-    n = max(running.pop("n", 1), 1)
-    record = {"step": step, **{k: v / n for k, v in running.items()}}
+def _append_log(path: Path, step: int, running: dict) -> dict:
+    """Append the means of the accumulated values as one JSON line; returns the record."""
+    n = running["n"]
+    record = {"step": step, **{k: v / n for k, v in running.items() if k != "n"}}
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
+    return record
 
 
 def _truncate_log(path: Path, step: int) -> None:

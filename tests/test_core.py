@@ -1,0 +1,109 @@
+"""Core plumbing: config validation, presets, atomic writes, run directories, devices."""
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from boltzclf.core import atomic, rundir
+from boltzclf.core.config import apply_preset, deep_merge, from_mapping, require, to_dict
+from boltzclf.core.device import resolve_device
+from boltzclf.core.errors import BoltzclfError, ConfigError
+
+
+@dataclass(frozen=True)
+class Inner:
+    rate: float = 1.0
+    mode: Literal["a", "b"] = "a"
+
+    def __post_init__(self):
+        require(self.rate > 0, "rate", "must be positive")
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str
+    inner: Inner = field(default_factory=Inner)
+    sizes: tuple[int, ...] = ()
+    extra: dict[str, Inner] = field(default_factory=dict)
+    maybe: int | None = None
+
+
+def test_from_mapping_converts_nested_types():
+    cfg = from_mapping(Outer, {"name": "x", "inner": {"rate": 2, "mode": "b"}, "sizes": [1, 2],
+                               "extra": {"k": {"rate": 0.5}}, "maybe": None}, "f.yaml")
+    assert cfg == Outer("x", Inner(2.0, "b"), (1, 2), {"k": Inner(0.5)}, None)
+    assert isinstance(cfg.inner.rate, float)
+    assert to_dict(cfg) == {"name": "x", "inner": {"rate": 2.0, "mode": "b"}, "sizes": [1, 2],
+                            "extra": {"k": {"rate": 0.5, "mode": "a"}}, "maybe": None}
+
+
+@pytest.mark.parametrize("data, message", [
+    ({}, "f.yaml: missing required key 'name'"),
+    ({"name": "x", "bogus": 1}, "f.yaml: unknown key(s) 'bogus'"),
+    ({"name": 3}, "f.yaml: name: expected str, got int 3"),
+    ({"name": "x", "inner": {"rate": True}}, "f.yaml: inner.rate: expected float, got bool"),
+    ({"name": "x", "inner": {"mode": "c"}}, "f.yaml: inner.mode: 'c' is not one of 'a', 'b'"),
+    ({"name": "x", "inner": {"rate": -1}}, "f.yaml: inner.rate: must be positive"),
+    ({"name": "x", "extra": {"k": {"rate": 0}}}, "f.yaml: extra.k.rate: must be positive"),
+    ({"name": "x", "sizes": [1, "two"]}, "f.yaml: sizes.1: expected int, got str"),
+    ({"name": "x", "maybe": "no"}, "f.yaml: maybe: expected int, got str"),
+    ({"name": "x", "inner": [1]}, "f.yaml: inner: expected a mapping, got list"),
+])
+def test_from_mapping_errors_name_file_and_key(data, message):
+    with pytest.raises(ConfigError) as info:
+        from_mapping(Outer, data, "f.yaml")
+    assert message in str(info.value)
+
+
+def test_presets_merge_deeply_and_unknown_presets_are_errors():
+    data = {"a": {"b": 1, "c": 2}, "presets": {"p": {"a": {"c": 3}}}}
+    assert apply_preset(data, "p", "w.yaml") == {"a": {"b": 1, "c": 3}}
+    assert apply_preset(data, None, "w.yaml") == {"a": {"b": 1, "c": 2}}
+    assert deep_merge({"x": 1}, {"y": 2}) == {"x": 1, "y": 2}
+    with pytest.raises(ConfigError, match="w.yaml: unknown preset 'q' \\(defined: p\\)"):
+        apply_preset(data, "q", "w.yaml")
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "out.json"
+    atomic.write_json(path, {"a": 1.0, "nan": float("nan")})
+    assert path.read_text().replace(" ", "").replace("\n", "") == '{"a":1.0,"nan":null}'
+
+    class Boom:
+        def savefig(self, *args, **kwargs):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic.save_figure(path, Boom())
+    assert '"a": 1.0' in path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary left behind
+
+
+def test_run_directory_resumes_same_config_and_refuses_another(tmp_path):
+    out = tmp_path / "run"
+    rundir.prepare(out, {"x": 1}, seed=0, device="cpu")
+    metadata = (out / "metadata.json").read_text()
+    rundir.prepare(out, {"x": 1}, seed=0, device="cpu")
+    assert (out / "metadata.json").read_text() == metadata
+    with pytest.raises(BoltzclfError, match="different config"):
+        rundir.prepare(out, {"x": 2}, seed=0, device="cpu")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BoltzclfError, match="not a directory"):
+        rundir.prepare(tmp_path / "file", {}, seed=0, device="cpu")
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(BoltzclfError, match="unknown device"):
+        resolve_device("tpu9")
+
+
+def test_cuda_request_follows_availability():
+    import torch
+
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(BoltzclfError, match="CUDA is not available"):
+            resolve_device("cuda")
