@@ -53,7 +53,9 @@ class OpenMMBridge:
     temperature
         K; defines kT.
     workers
-        0 evaluates in this process; ``n >= 1`` uses ``n`` single-threaded worker processes.
+        0 evaluates in this process; ``n >= 1`` uses ``n`` single-threaded worker processes
+        (started with ``spawn``, so a script using them needs the usual
+        ``if __name__ == "__main__":`` guard).
     platform
         OpenMM platform name (``"CPU"`` suits small implicit-solvent systems; ``"CUDA"`` when present
         for large ones, then use ``workers <= 1``).

@@ -23,6 +23,7 @@ def test_shipped_pdb_is_the_sequence_with_register_hydrogen_bonds(systems):
         assert make_cv(name, system.mdtraj_topology, system.positions)(x).item() < limit
 
 
+@pytest.mark.slow  # ~1 min: includes 20 ps of restrained relaxation dynamics
 def test_regeneration_command_reproduces_the_shipped_structure(tmp_path):
     out = tmp_path / "cln025.pdb"
     build_chignolin.main(["--out", str(out)])
