@@ -90,7 +90,8 @@ def build(tolerance: float = 1.0) -> tuple[app.Topology, np.ndarray]:
     pdb = heavy_atom_backbone()
     modeller = app.Modeller(pdb.topology, pdb.positions)
     random.seed(HYDROGEN_SEED)  # Modeller places new hydrogens with Python's global `random`
-    modeller.addHydrogens(forcefield, pH=7.0)
+    reference = openmm.Platform.getPlatformByName("Reference")  # thread-order independent
+    modeller.addHydrogens(forcefield, pH=7.0, platform=reference)
     system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff)
     system.addForce(_backbone_restraint(modeller.topology, modeller.positions))
     system.addForce(_register_restraint(modeller.topology))
