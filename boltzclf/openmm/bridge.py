@@ -1,10 +1,11 @@
 """Batched reduced energies and forces as a torch autograd function, with pluggable backends.
 
 A *bridge* maps positions ``(B, n_atoms, 3)`` [nm] to reduced energies ``(B,)`` [kT] and forces
-``(B, n_atoms, 3)`` [kT/nm], float64 inside. :func:`make_bridge` picks a backend by name; the OpenMM
-backend is registered here and a torch-native force field can add itself with
-:func:`register_backend` (factory signature ``factory(system, **options) -> bridge``), so callers never
-depend on which one computes the energy.
+``(B, n_atoms, 3)`` [kT/nm]: it satisfies the :class:`~boltzclf.targets.protocol.EnergyTarget`
+protocol plus ``stats`` and ``close()``. :func:`make_bridge` picks a backend by name; the OpenMM
+backend (numpy float64 inside, wrapped in a torch autograd function) is registered here, and a
+torch-native force field can add itself with :func:`register_backend` (factory signature
+``factory(system, **options) -> bridge``), so callers never depend on which one computes the energy.
 """
 from __future__ import annotations
 
@@ -30,11 +31,24 @@ class Bridge(Protocol):
     n_atoms: int
     stats: EnergyStats
 
-    def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Reduced energies ``(B,)`` and forces ``(B, n_atoms, 3)`` of validated float64 positions."""
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable reduced energy ``(B,)`` [kT] of ``x`` ``(B, n_atoms, 3)`` [nm]."""
+        ...
+
+    def force(self, x: torch.Tensor) -> torch.Tensor:
+        """``-∇ energy`` ``(B, n_atoms, 3)`` [kT/nm]."""
         ...
 
     def close(self) -> None:
+        ...
+
+
+class NumpyEvaluator(Protocol):
+    """A backend computing in numpy: reduced energies and forces of validated float64 positions."""
+
+    n_atoms: int
+
+    def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ...
 
 
@@ -72,8 +86,15 @@ class OpenMMBridge:
         self._engine = ContextPool(system, workers, platform) if workers else ContextEvaluator(system, platform)
 
     def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reduced energies ``(B,)`` [kT] and forces [kT/nm] of float64 positions ``(B, n, 3)`` [nm]."""
         energy, force = self._engine.evaluate(x)
         return apply_policy(energy / self.kT, force / self.kT, self.policy, self.stats)
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        return reduced_energy(x, self)
+
+    def force(self, x: torch.Tensor) -> torch.Tensor:
+        return reduced_force(x, self)
 
     def close(self) -> None:
         self._engine.close()
@@ -134,7 +155,7 @@ class _BridgeEnergy(torch.autograd.Function):
     """u(x) with backward −force · grad_output, the force coming from the backend (numpy inside)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, bridge: Bridge) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, bridge: NumpyEvaluator) -> torch.Tensor:
         energy, force = bridge.evaluate(positions_array(x, bridge.n_atoms))
         ctx.force = force
         return _like(energy, x)
@@ -146,7 +167,7 @@ class _BridgeEnergy(torch.autograd.Function):
         return _like(-ctx.force * grad[:, None, None], grad_output), None
 
 
-def reduced_energy(x: torch.Tensor, bridge: Bridge) -> torch.Tensor:
+def reduced_energy(x: torch.Tensor, bridge: NumpyEvaluator) -> torch.Tensor:
     """Differentiable reduced energy ``(B,)`` [kT] of positions ``x`` ``(B, n_atoms, 3)`` [nm].
 
     The output has ``x``'s device and dtype (pass float64 when the energies feed reweighting).
@@ -154,7 +175,7 @@ def reduced_energy(x: torch.Tensor, bridge: Bridge) -> torch.Tensor:
     return _BridgeEnergy.apply(x, bridge)
 
 
-def reduced_force(x: torch.Tensor, bridge: Bridge) -> torch.Tensor:
+def reduced_force(x: torch.Tensor, bridge: NumpyEvaluator) -> torch.Tensor:
     """Force ``-∇u`` ``(B, n_atoms, 3)`` [kT/nm], same device and dtype as ``x``."""
     _, force = bridge.evaluate(positions_array(x, bridge.n_atoms))
     return _like(force, x)

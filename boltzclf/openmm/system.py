@@ -10,7 +10,7 @@ import openmm
 import openmm.app as app
 import torch
 
-from boltzclf.openmm.bridge import Bridge, kt_kj_per_mol, make_bridge, reduced_energy, reduced_force
+from boltzclf.openmm.bridge import Bridge, kt_kj_per_mol, make_bridge
 from boltzclf.openmm.builders import build
 from boltzclf.openmm.spec import SystemSpec, load_spec
 
@@ -79,11 +79,11 @@ class MolecularSystem:
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """Reduced energy ``(B,)`` [kT] of ``x`` ``(B, n_atoms, 3)`` [nm]; differentiable."""
-        return reduced_energy(x, self.bridge)
+        return self.bridge.energy(x)
 
     def force(self, x: torch.Tensor) -> torch.Tensor:
         """``-∇u`` ``(B, n_atoms, 3)`` [kT/nm]."""
-        return reduced_force(x, self.bridge)
+        return self.bridge.force(x)
 
     def close(self) -> None:
         """Stop the bridge's worker processes, if any."""
