@@ -1,6 +1,9 @@
 """System specs: the shipped ones load; every kind of bad input names its culprit."""
 import shutil
+from pathlib import Path
 
+import numpy as np
+import openmm.unit as unit
 import pytest
 from openmm_testdata import SYSTEMS_DIR
 
@@ -97,3 +100,26 @@ def test_nonpositive_temperature(tmp_path):
     text = (SYSTEMS_DIR / "alanine_dipeptide_vacuum.yaml").read_text().replace("300.0", "-1.0")
     with pytest.raises(ConfigError, match="temperature: must be positive"):
         load_spec(write_spec(tmp_path, text=text))
+
+
+def test_per_atom_metadata_matches_the_openmm_system(systems):
+    system = systems["alanine_dipeptide_implicit"]
+    assert system.event_shape == (22, 3) and system.positions.shape == (22, 3)
+    assert system.elements.count("H") == 12 and system.elements.count("C") == 6
+    masses = [system.system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(22)]
+    np.testing.assert_array_equal(system.masses, masses)
+    assert system.bonds.shape == (21, 2)  # a tree: 22 atoms, no rings
+    assert {tuple(sorted(b)) for b in system.bonds.tolist()} == {
+        tuple(sorted((b.atom1.index, b.atom2.index))) for b in system.mdtraj_topology.bonds}
+    assert system.kT == pytest.approx(unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
+        unit.kilojoule_per_mole / unit.kelvin) * 300.0)
+
+
+def test_forcefield_next_to_the_spec_is_preferred(tmp_path):
+    shutil.copy(SYSTEMS_DIR / "chignolin_cln025.pdb", tmp_path / "mol.pdb")
+    import openmm.app
+
+    bundled = Path(openmm.app.__file__).parent / "data" / "amber14" / "protein.ff14SB.xml"
+    shutil.copy(bundled, tmp_path / "my_ff.xml")
+    spec = load_spec(write_spec(tmp_path, forcefield="[my_ff.xml, amber14/tip3p.xml]"))
+    assert spec.source.forcefield[0] == str(tmp_path / "my_ff.xml")
