@@ -93,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
     config = {"command": "pmf", "trajectory": str(traj_path.resolve()), "system": str(args.system.resolve()),
               "cv": names, "bins": args.bins, "blocks": args.blocks, "bootstrap": args.bootstrap,
               "seed": args.seed, "log_weights": str(args.log_weights) if args.log_weights else None}
-    out = rundir.prepare(args.out, config, seed=args.seed, device="cpu", inputs=inputs)
     with torch.no_grad():
         values = np.column_stack([cv(torch.from_numpy(frames)).numpy() for cv in cvs])
     ranges = [(-np.pi, np.pi) if cv.periodic else (values[:, i].min(), np.nextafter(values[:, i].max(), np.inf))
@@ -114,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         if names == ["phi", "psi"]:
             boxes = {k: [tuple(np.radians(r)) for r in v] for k, v in RAMACHANDRAN_BASINS.items()}
             results["basins"] = basin_minima(surface, boxes)
+    out = rundir.prepare(args.out, config, seed=args.seed, device="cpu", inputs=inputs)
     arrays = {f"{cv.name}_free_energy": p.free_energy for cv, p in zip(cvs, profiles)}
     arrays.update({f"{cv.name}_stderr": p.stderr for cv, p in zip(cvs, profiles)})
     arrays.update({f"{cv.name}_edges": p.edges[0] for cv, p in zip(cvs, profiles)})

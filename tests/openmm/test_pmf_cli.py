@@ -69,3 +69,15 @@ def test_wrong_log_weight_shape_exits_2_and_leaves_outputs(trajectory, tmp_path,
 def test_unknown_cv_exits_2(trajectory, tmp_path, capsys):
     assert pmf(trajectory, tmp_path / "out", "--cv", "phi,omega") == 2
     assert "--cv omega: unknown collective variable" in capsys.readouterr().err
+
+
+def test_nan_coordinates_in_a_trajectory_are_named(systems, tmp_path, capsys):
+    system = systems["alanine_dipeptide_implicit"]
+    x = np.repeat(system.positions[None], 30, axis=0)
+    x[17, 4] = np.nan
+    traj = mdtraj.Trajectory(x, system.mdtraj_topology)
+    traj.save_dcd(str(tmp_path / "nan.dcd"))
+    out = tmp_path / "out"
+    assert pmf(tmp_path / "nan.dcd", out, "--blocks", "3") == 2
+    assert "non-finite entries at frames [17]" in capsys.readouterr().err
+    assert not out.exists()
