@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "boltzclf.cli.run",
     "boltzclf.cli.train",
     "boltzclf.cli.evaluate",
+    "boltzclf.cli.simulate",
+    "boltzclf.cli.pmf",
 )
 
 EXIT_USER_ERROR = 2
