@@ -1,0 +1,180 @@
+"""The torch force field: an OpenMM System's potential energy, batched and differentiable.
+
+:class:`TorchForceField` is built once from an :class:`openmm.System` and maps positions
+``(B, n_atoms, 3)`` in nm to potential energies ``(B,)`` in kJ/mol, on whatever device and in
+whatever floating dtype the positions come (float64 for reference accuracy, float32 for speed).
+Forces come from autograd. Supported forces: HarmonicBondForce, HarmonicAngleForce,
+PeriodicTorsionForce, NonbondedForce (NoCutoff), GBSAOBCForce and CustomGBForce (NoCutoff);
+CMMotionRemover is ignored; anything else is refused by name.
+
+Generalized Born charge scaling: ``gb_scale`` (λ) multiplies the charges used by the GB forces only
+(not the NonbondedForce), matching an OpenMM system whose GB-force charges are scaled by λ.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import openmm
+import torch
+from torch import nn
+
+from boltzclf.core.errors import BoltzclfError
+from boltzclf.forcefield.bonded import HarmonicAngles, HarmonicBonds, PeriodicTorsions
+from boltzclf.forcefield.customgb import CustomGB
+from boltzclf.forcefield.nonbonded import Nonbonded
+from boltzclf.forcefield.obc import obc_as_custom_gb
+
+logger = logging.getLogger(__name__)
+
+IGNORED_FORCES = ("CMMotionRemover",)
+
+_BUILDERS: dict[type, Callable[[openmm.Force, str], nn.Module]] = {
+    openmm.HarmonicBondForce: lambda force, label: HarmonicBonds(force),
+    openmm.HarmonicAngleForce: lambda force, label: HarmonicAngles(force),
+    openmm.PeriodicTorsionForce: lambda force, label: PeriodicTorsions(force),
+    openmm.NonbondedForce: Nonbonded,
+    openmm.CustomGBForce: CustomGB,
+    openmm.GBSAOBCForce: lambda force, label: CustomGB(obc_as_custom_gb(force, label), label),
+}
+
+#: Default number of (sample × atom-pair) elements evaluated at once by :meth:`energy_and_force`.
+DEFAULT_CHUNK_ELEMENTS = 2**18
+
+
+def _build_term(force: openmm.Force, label: str) -> nn.Module:
+    builder = _BUILDERS.get(type(force))
+    if builder is None:
+        supported = ", ".join(sorted(cls.__name__ for cls in _BUILDERS))
+        raise BoltzclfError(f"{label}: {type(force).__name__} is not supported by the torch force field "
+                            f"(supported: {supported}; ignored: {', '.join(IGNORED_FORCES)})")
+    return builder(force, label)
+
+
+class TorchForceField(nn.Module):
+    """Potential energy of an OpenMM System in torch.
+
+    Parameters
+    ----------
+    system
+        A non-periodic :class:`openmm.System` without virtual sites.
+
+    Attributes
+    ----------
+    system
+        The System it was built from (kept to build copies for other devices and dtypes).
+    labels
+        ``"<index>:<ForceClass>"`` of each evaluated force, in system order.
+    groups
+        OpenMM force group of each evaluated force.
+
+    Raises
+    ------
+    BoltzclfError
+        For periodic systems, virtual sites, unsupported forces or unsupported force options.
+    """
+
+    def __init__(self, system: openmm.System):
+        super().__init__()
+        if system.usesPeriodicBoundaryConditions():
+            raise BoltzclfError("system uses periodic boundary conditions, which the torch force field "
+                                "does not support; use the OpenMM backend")
+        virtual = [i for i in range(system.getNumParticles()) if system.isVirtualSite(i)]
+        if virtual:
+            raise BoltzclfError(f"system has virtual sites (particles {virtual[:5]}...), which the torch "
+                                "force field does not support; use the OpenMM backend")
+        self.system = system
+        self.n_atoms = system.getNumParticles()
+        self.labels: list[str] = []
+        self.groups: list[int] = []
+        terms = []
+        for index, force in enumerate(system.getForces()):
+            name = type(force).__name__
+            if name in IGNORED_FORCES:
+                continue
+            label = f"{index}:{name}"
+            terms.append(_build_term(force, f"force {label}"))
+            self.labels.append(label)
+            self.groups.append(force.getForceGroup())
+        self.terms = nn.ModuleList(terms)
+        self.gb_terms = [i for i, term in enumerate(terms) if isinstance(term, CustomGB)]
+        self._converted: dict[tuple[torch.device, torch.dtype], TorchForceField] = {}
+        logger.debug("torch force field with %d atoms: %s", self.n_atoms, ", ".join(self.labels))
+
+    # -- device and dtype follow the input -------------------------------------------------------
+    def _matching(self, x: torch.Tensor) -> "TorchForceField":
+        """This force field with its buffers on ``x``'s device and dtype (converted copies cached)."""
+        if not torch.is_floating_point(x):
+            raise BoltzclfError(f"positions must be a floating-point tensor, got {x.dtype}")
+        if x.ndim != 3 or x.shape[1:] != (self.n_atoms, 3):
+            raise BoltzclfError(f"positions must have shape (B, {self.n_atoms}, 3) in nm, "
+                                f"got {tuple(x.shape)}")
+        buffer = next(self.buffers())
+        if buffer.device == x.device and (buffer.dtype == x.dtype):
+            return self
+        key = (x.device, x.dtype)
+        if key not in self._converted:
+            self._converted[key] = TorchForceField(self.system).to(device=x.device, dtype=x.dtype)
+        return self._converted[key]
+
+    def _scale(self, gb_scale: torch.Tensor | float | None, x: torch.Tensor):
+        if gb_scale is None:
+            return None
+        if not self.gb_terms:
+            raise BoltzclfError("gb_scale was given but the system has no generalized Born force "
+                                "(GBSAOBCForce or CustomGBForce)")
+        if isinstance(gb_scale, torch.Tensor) and gb_scale.ndim > 0:
+            if gb_scale.shape != (x.shape[0],):
+                raise BoltzclfError(f"gb_scale must be a float or a tensor of shape ({x.shape[0]},), "
+                                    f"got {tuple(gb_scale.shape)}")
+            return gb_scale.to(device=x.device, dtype=x.dtype)[:, None]
+        return gb_scale
+
+    # -- energies ---------------------------------------------------------------------------------
+    def force_energies(self, x: torch.Tensor,
+                       gb_scale: torch.Tensor | float | None = None) -> dict[str, torch.Tensor]:
+        """Energy of each force, ``{label: (B,)}`` in kJ/mol, for positions ``x`` ``(B, N, 3)`` in nm.
+
+        ``gb_scale`` (λ) scales the GB charges: a float, or a tensor ``(B,)`` for one λ per sample
+        (differentiable, so ``∂U/∂λ`` is available by autograd). None leaves them unscaled.
+        """
+        field = self._matching(x)
+        scale = field._scale(gb_scale, x)
+        energies = {}
+        for index, (label, term) in enumerate(zip(field.labels, field.terms)):
+            energies[label] = term(x, scale) if index in field.gb_terms else term(x)
+        return energies
+
+    def group_energies(self, x: torch.Tensor,
+                       gb_scale: torch.Tensor | float | None = None) -> dict[int, torch.Tensor]:
+        """Energy of each OpenMM force group, ``{group: (B,)}`` in kJ/mol (see :meth:`force_energies`)."""
+        totals: dict[int, torch.Tensor] = {}
+        for group, energy in zip(self.groups, self.force_energies(x, gb_scale).values()):
+            totals[group] = totals[group] + energy if group in totals else energy
+        return totals
+
+    def forward(self, x: torch.Tensor, gb_scale: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Total potential energy ``(B,)`` in kJ/mol of positions ``x`` ``(B, N, 3)`` in nm."""
+        energies = list(self.force_energies(x, gb_scale).values())
+        return sum(energies[1:], energies[0]) if energies else x.new_zeros(x.shape[0])
+
+    def energy_and_force(self, x: torch.Tensor, gb_scale: torch.Tensor | float | None = None,
+                         chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies ``(B,)`` in kJ/mol and forces ``-∇U`` ``(B, N, 3)`` in kJ/mol/nm, without a graph.
+
+        The batch is processed in chunks of ``chunk_size`` samples (default: about
+        ``DEFAULT_CHUNK_ELEMENTS`` sample × pair elements per chunk) to bound memory at large ``B``.
+        """
+        if chunk_size is None:
+            chunk_size = max(1, DEFAULT_CHUNK_ELEMENTS // max(1, self.n_atoms * (self.n_atoms - 1)))
+        scales = (gb_scale.split(chunk_size) if isinstance(gb_scale, torch.Tensor) and gb_scale.ndim > 0
+                  else None)
+        energies, forces = [], []
+        for k, chunk in enumerate(x.detach().split(chunk_size)):
+            chunk = chunk.requires_grad_(True)
+            with torch.enable_grad():
+                energy = self(chunk, scales[k] if scales is not None else gb_scale)
+                (gradient,) = torch.autograd.grad(energy.sum(), chunk)
+            energies.append(energy.detach())
+            forces.append(-gradient)
+        return torch.cat(energies), torch.cat(forces)
