@@ -1,0 +1,80 @@
+"""Build an OpenMM ``System``, topology and positions from a validated :class:`SystemSpec`."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as unit
+
+from boltzclf.core.errors import BoltzclfError
+from boltzclf.openmm.spec import OpenMMToolsSource, PDBSource, SystemSpec
+
+log = logging.getLogger(__name__)
+
+_CONSTRAINTS = {"none": None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}
+
+
+@dataclass(frozen=True)
+class BuiltSystem:
+    """What a builder returns: the OpenMM system, its topology and positions ``(n_atoms, 3)`` in nm."""
+
+    system: openmm.System
+    topology: app.Topology
+    positions: np.ndarray
+
+
+def build(spec: SystemSpec) -> BuiltSystem:
+    """Build the OpenMM system a spec describes.
+
+    Raises
+    ------
+    BoltzclfError
+        If the test system is unknown, or the PDB holds a residue or atom the force field has no
+        template for (the message names the PDB file and the residue).
+    """
+    if isinstance(spec.source, OpenMMToolsSource):
+        return _from_openmmtools(spec.source, spec.path)
+    if isinstance(spec.source, PDBSource):
+        return _from_pdb(spec.source)
+    raise BoltzclfError(f"{spec.path}: unsupported source {type(spec.source).__name__}")
+
+
+def _from_openmmtools(source: OpenMMToolsSource, where: str) -> BuiltSystem:
+    from openmmtools import testsystems
+
+    cls = getattr(testsystems, source.testsystem, None)
+    if not (isinstance(cls, type) and issubclass(cls, testsystems.TestSystem)):
+        raise BoltzclfError(
+            f"{where}: source.testsystem: {source.testsystem!r} is not an openmmtools test system"
+        )
+    test = cls(constraints=_CONSTRAINTS[source.constraints])
+    positions = np.asarray(test.positions.value_in_unit(unit.nanometer), dtype=np.float64)
+    return BuiltSystem(test.system, test.topology, positions)
+
+
+def _from_pdb(source: PDBSource) -> BuiltSystem:
+    try:
+        pdb = app.PDBFile(source.pdb)
+    except Exception as exc:  # OpenMM raises bare Exceptions/ValueErrors on malformed PDBs
+        raise BoltzclfError(f"{source.pdb}: cannot read PDB: {exc}") from None
+    try:
+        forcefield = app.ForceField(*source.forcefield)
+    except Exception as exc:
+        raise BoltzclfError(f"source.forcefield {list(source.forcefield)}: cannot load: {exc}") from None
+    nonbonded = (
+        {"nonbondedMethod": app.NoCutoff}
+        if source.nonbonded_cutoff is None
+        else {"nonbondedMethod": app.CutoffNonPeriodic,
+              "nonbondedCutoff": source.nonbonded_cutoff * unit.nanometer}
+    )
+    try:
+        system = forcefield.createSystem(
+            pdb.topology, constraints=_CONSTRAINTS[source.constraints], **nonbonded
+        )
+    except ValueError as exc:
+        raise BoltzclfError(f"{source.pdb}: force field cannot parametrise it: {exc}") from None
+    positions = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), np.float64)
+    return BuiltSystem(system, pdb.topology, positions)

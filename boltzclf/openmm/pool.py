@@ -1,0 +1,138 @@
+"""OpenMM energy/force evaluation of many configurations: one Context, or a pool of worker processes.
+
+Per-call overhead, not physics, dominates small systems (see FIELD.md §3), and more threads per
+Context do not help, so the pool parallelises across single-threaded Contexts in separate processes.
+This module deals in OpenMM units (kJ/mol, kJ/mol/nm) and numpy float64; reduced units and torch
+live in :mod:`boltzclf.openmm.bridge`. It imports no torch so that worker processes start fast.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+from multiprocessing.connection import Connection
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+
+from boltzclf.core.errors import BoltzclfError
+
+log = logging.getLogger(__name__)
+
+_KJ = unit.kilojoule_per_mole
+_KJ_NM = unit.kilojoule_per_mole / unit.nanometer
+
+
+def make_context(system: openmm.System, platform: str = "CPU", threads: int = 1,
+                 integrator: openmm.Integrator | None = None) -> openmm.Context:
+    """An OpenMM Context on ``platform`` (CPU contexts get ``threads`` threads)."""
+    try:
+        plat = openmm.Platform.getPlatformByName(platform)
+    except Exception:
+        raise BoltzclfError(f"OpenMM platform {platform!r} is not available") from None
+    properties = {"Threads": str(threads)} if platform == "CPU" else {}
+    return openmm.Context(system, integrator or openmm.VerletIntegrator(0.001), plat, properties)
+
+
+class ContextEvaluator:
+    """Energies and forces of configurations, evaluated one by one on a single Context."""
+
+    def __init__(self, system: openmm.System, platform: str = "CPU", threads: int = 1) -> None:
+        self.context = make_context(system, platform, threads)
+
+    def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Potential energies ``(B,)`` [kJ/mol] and forces ``(B, n, 3)`` [kJ/mol/nm] of ``x`` [nm]."""
+        energy = np.empty(x.shape[0], dtype=np.float64)
+        force = np.empty(x.shape, dtype=np.float64)
+        for i, positions in enumerate(x):
+            self.context.setPositions(positions)
+            state = self.context.getState(getEnergy=True, getForces=True)
+            energy[i] = state.getPotentialEnergy().value_in_unit(_KJ)
+            force[i] = state.getForces(asNumpy=True).value_in_unit(_KJ_NM)
+        return energy, force
+
+    def close(self) -> None:
+        """Release the Context."""
+        del self.context
+
+
+def _worker_main(conn: Connection, system_xml: str, platform: str) -> None:
+    """Worker process loop: receive position arrays, send back (energy, force) or an error string."""
+    evaluator = ContextEvaluator(openmm.XmlSerializer.deserialize(system_xml), platform, threads=1)
+    conn.send(("ready", None))
+    while True:
+        message = conn.recv()
+        if message is None:
+            break
+        try:
+            conn.send(("ok", evaluator.evaluate(message)))
+        except Exception as exc:  # report to the parent instead of dying silently
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    conn.close()
+
+
+class ContextPool:
+    """``n_workers`` processes, each with one single-threaded Context of the same system.
+
+    A batch is split into contiguous chunks, one per worker, evaluated concurrently.
+    Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, system: openmm.System, n_workers: int, platform: str = "CPU") -> None:
+        if n_workers < 1:
+            raise BoltzclfError(f"workers: need at least 1, got {n_workers}")
+        xml = openmm.XmlSerializer.serialize(system)
+        ctx = mp.get_context("spawn")
+        self._conns: list[Connection] = []
+        self._procs = []
+        for _ in range(n_workers):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(child, xml, platform), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        for conn in self._conns:
+            self._receive(conn)
+        log.debug("started %d OpenMM workers on %s", n_workers, platform)
+
+    @property
+    def n_workers(self) -> int:
+        return len(self._conns)
+
+    def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`ContextEvaluator.evaluate`, split over the workers."""
+        chunks = [c for c in np.array_split(x, self.n_workers) if len(c)]
+        for conn, chunk in zip(self._conns, chunks):
+            conn.send(chunk)
+        results = [self._receive(conn) for conn in self._conns[: len(chunks)]]
+        return (np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]))
+
+    def _receive(self, conn: Connection):
+        try:
+            status, payload = conn.recv()
+        except EOFError:
+            raise BoltzclfError("an OpenMM worker process died") from None
+        if status == "error":
+            raise BoltzclfError(f"OpenMM worker failed: {payload}")
+        return payload
+
+    def close(self) -> None:
+        """Stop the workers."""
+        for conn in self._conns:
+            try:
+                conn.send(None)
+                conn.close()
+            except OSError:
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        self._conns, self._procs = [], []
+
+    def __enter__(self) -> "ContextPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,122 @@
+"""The Python API for molecules: :func:`load_system` returns a :class:`MolecularSystem`."""
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+import mdtraj
+import numpy as np
+import openmm
+import openmm.app as app
+import torch
+
+from boltzclf.openmm.bridge import Bridge, kt_kj_per_mol, make_bridge, reduced_energy, reduced_force
+from boltzclf.openmm.builders import build
+from boltzclf.openmm.spec import SystemSpec, load_spec
+
+
+class MolecularSystem:
+    """An OpenMM system with reduced-unit energies; satisfies the :class:`EnergyTarget` protocol.
+
+    Attributes
+    ----------
+    spec
+        The validated spec it was built from.
+    system, topology
+        The OpenMM ``System`` and ``app.Topology``.
+    positions
+        Reference positions ``(n_atoms, 3)`` in nm, float64.
+    temperature, kT
+        K and kJ/mol.
+    """
+
+    def __init__(self, spec: SystemSpec, system: openmm.System, topology: app.Topology,
+                 positions: np.ndarray, bridge_options: dict | None = None) -> None:
+        self.spec = spec
+        self.system = system
+        self.topology = topology
+        self.positions = positions
+        self.temperature = spec.temperature
+        self.kT = kt_kj_per_mol(spec.temperature)
+        self.event_shape = (system.getNumParticles(), 3)
+        self._bridge_options = bridge_options or {}
+        self._bridge: Bridge | None = None
+
+    @property
+    def n_atoms(self) -> int:
+        return self.event_shape[0]
+
+    @cached_property
+    def mdtraj_topology(self) -> mdtraj.Topology:
+        return mdtraj.Topology.from_openmm(self.topology)
+
+    @cached_property
+    def elements(self) -> tuple[str, ...]:
+        """Element symbol of each atom."""
+        return tuple(atom.element.symbol for atom in self.topology.atoms())
+
+    @cached_property
+    def atomic_numbers(self) -> np.ndarray:
+        """``(n_atoms,)`` int."""
+        return np.array([atom.element.atomic_number for atom in self.topology.atoms()])
+
+    @cached_property
+    def masses(self) -> np.ndarray:
+        """``(n_atoms,)`` in amu (Da), as the OpenMM system holds them."""
+        return np.array([self.system.getParticleMass(i)._value for i in range(self.n_atoms)])
+
+    @cached_property
+    def bonds(self) -> np.ndarray:
+        """``(n_bonds, 2)`` int atom indices of the covalent bonds in the topology."""
+        return np.array([[a.index, b.index] for a, b in self.topology.bonds()], dtype=np.int64)
+
+    @property
+    def bridge(self) -> Bridge:
+        """The energy bridge, created on first use with the options given to :func:`load_system`."""
+        if self._bridge is None:
+            self._bridge = make_bridge(self, **self._bridge_options)
+        return self._bridge
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Reduced energy ``(B,)`` [kT] of ``x`` ``(B, n_atoms, 3)`` [nm]; differentiable."""
+        return reduced_energy(x, self.bridge)
+
+    def force(self, x: torch.Tensor) -> torch.Tensor:
+        """``-∇u`` ``(B, n_atoms, 3)`` [kT/nm]."""
+        return reduced_force(x, self.bridge)
+
+    def close(self) -> None:
+        """Stop the bridge's worker processes, if any."""
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
+
+    def __enter__(self) -> "MolecularSystem":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_system(path: str | os.PathLike, *, backend: str = "openmm", **bridge_options) -> MolecularSystem:
+    """Load a system spec YAML and build it.
+
+    Parameters
+    ----------
+    path
+        A ``systems/*.yaml`` spec.
+    backend
+        Energy backend for :meth:`MolecularSystem.energy` (``"openmm"``; ``"torch"`` once the
+        torch-native force field is installed).
+    **bridge_options
+        Passed to the backend, e.g. ``workers=2``, ``policy=EnergyPolicy("cap")``.
+
+    Raises
+    ------
+    BoltzclfError
+        For any problem with the spec, the PDB or the force-field files.
+    """
+    spec = load_spec(path)
+    built = build(spec)
+    return MolecularSystem(spec, built.system, built.topology, built.positions,
+                           {"backend": backend, **bridge_options})
