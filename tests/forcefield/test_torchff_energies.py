@@ -1,0 +1,64 @@
+"""Energies and forces of the torch force field against OpenMM's Reference platform (float64)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from boltzclf.forcefield import TorchForceField
+from conftest import aldp_prmtop_obc2, aldp_with, md_frames, openmm_reference, perturbed
+
+RTOL = 1e-5
+
+
+def max_relative(value: np.ndarray, reference: np.ndarray) -> float:
+    """Largest ``|value - reference| / |reference|`` over the batch."""
+    return float(np.max(np.abs(value - reference) / np.abs(reference)))
+
+
+def max_force_relative(force: np.ndarray, reference: np.ndarray) -> float:
+    """Largest per-configuration ``max|ΔF| / max|F_ref|`` (components, kJ/mol/nm)."""
+    scale = np.abs(reference).reshape(len(reference), -1).max(axis=1)
+    return float(np.max(np.abs(force - reference).reshape(len(reference), -1).max(axis=1) / scale))
+
+
+def check_against_openmm(molecule, xs: np.ndarray) -> None:
+    field = TorchForceField(molecule.system)
+    reference = openmm_reference(molecule.system, xs)
+    x = torch.tensor(xs, dtype=torch.float64)
+    for label, energy in field.force_energies(x).items():
+        index = int(label.split(":")[0])
+        assert max_relative(energy.numpy(), reference["per_force"][index]) <= RTOL, label
+    energy, force = field.energy_and_force(x)
+    assert max_relative(energy.numpy(), reference["total"]) <= RTOL
+    assert max_force_relative(force.numpy(), reference["forces"]) <= RTOL
+
+
+@pytest.mark.parametrize("name", ["aldp_vacuum", "aldp_implicit", "chignolin"])
+def test_perturbed_configurations_match_openmm(name, request):
+    molecule = request.getfixturevalue(name)
+    xs = np.concatenate([perturbed(molecule, 50, 0.005, seed=1), perturbed(molecule, 50, 0.02, seed=2)])
+    check_against_openmm(molecule, xs)
+
+
+@pytest.mark.parametrize("name", ["aldp_vacuum", "aldp_implicit"])
+def test_md_configurations_match_openmm(name, request):
+    molecule = request.getfixturevalue(name)
+    check_against_openmm(molecule, md_frames(molecule, 100, every=20, seed=3))
+
+
+@pytest.mark.slow
+def test_chignolin_md_configurations_match_openmm(chignolin):
+    check_against_openmm(chignolin, md_frames(chignolin, 100, every=50, seed=4))
+
+
+@pytest.mark.parametrize("implicit_xml", ["hct.xml", "obc1.xml", "obc2.xml", "gbn.xml", "gbn2.xml"])
+def test_every_openmm_app_gb_model_matches(implicit_xml):
+    molecule = aldp_with(implicit_xml)
+    check_against_openmm(molecule, perturbed(molecule, 20, 0.01, seed=5))
+
+
+def test_native_gbsaobcforce_matches():
+    molecule = aldp_prmtop_obc2()
+    assert any(type(f).__name__ == "GBSAOBCForce" for f in molecule.system.getForces())
+    check_against_openmm(molecule, perturbed(molecule, 20, 0.01, seed=6))
