@@ -24,7 +24,6 @@ from torch import nn
 
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.forcefield.expression import Expression, compile_expression
-from boltzclf.forcefield.pairs import pair_distances, unordered_pairs
 
 SINGLE, PAIR, PAIR_NO_EXCLUSIONS = (openmm.CustomGBForce.SingleParticle, openmm.CustomGBForce.ParticlePair,
                                     openmm.CustomGBForce.ParticlePairNoExclusions)
@@ -60,11 +59,6 @@ def _lookup(values: torch.Tensor, sizes: tuple[int, ...]) -> Callable[..., torch
 def _broadcast(value: torch.Tensor | float, shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
     """``value`` (constant, per-atom/per-pair or batched) broadcast to ``shape`` on ``like``'s dtype/device."""
     return torch.broadcast_to(torch.as_tensor(value, dtype=like.dtype, device=like.device), shape)
-
-
-def _pick(value: torch.Tensor | float, index: torch.Tensor) -> torch.Tensor | float:
-    """Per-atom ``value`` (``(N,)`` or ``(B, N)``) at atoms ``index``; constants pass through."""
-    return value[..., index] if isinstance(value, torch.Tensor) else value
 
 
 class CustomGB(nn.Module):
@@ -124,15 +118,17 @@ class CustomGB(nn.Module):
             self.table_sizes[name] = sizes
 
     def _register_pairs(self, force: openmm.CustomGBForce, n: int) -> None:
-        pairs = unordered_pairs(n)
+        """Dense ``(N, N)`` masks of the pairs each kind of term runs over."""
         excluded = np.zeros((n, n), bool)
         for k in range(force.getNumExclusions()):
             i, j = force.getExclusionParticles(k)
             excluded[i, j] = excluded[j, i] = True
-        included = np.flatnonzero(~excluded[pairs[:, 0], pairs[:, 1]])
-        for name, array in (("first", pairs[:, 0]), ("second", pairs[:, 1]), ("included", included)):
-            self.register_buffer(name, torch.as_tensor(array), persistent=False)
-        self.has_exclusions = len(included) < len(pairs)
+        distinct = ~np.eye(n, dtype=bool)
+        upper = np.triu(distinct)
+        for name, mask in (("computed_mask", distinct & ~excluded), ("computed_mask_all", distinct),
+                           ("energy_mask", upper & ~excluded), ("energy_mask_all", upper),
+                           ("diagonal", ~distinct)):
+            self.register_buffer(name, torch.as_tensor(mask), persistent=False)
 
     def _check_variables(self, expr: Expression, known: set[str], kind: int, what: str) -> None:
         if kind == SINGLE:
@@ -169,18 +165,15 @@ class CustomGB(nn.Module):
             per_atom[CHARGE_PARAMETER] = per_atom[CHARGE_PARAMETER] * charge_scale
         tables = {name: _lookup(getattr(self, f"table_{name}"), sizes)
                   for name, sizes in self.table_sizes.items()}
-        r_all = pair_distances(x, self.first, self.second)
+        r = self._distances(x)
         batch, n_atoms = x.shape[0], x.shape[1]
         coordinates = dict(zip("xyz", x.unbind(-1)))
         for name, expr, kind in self.computed:
             if kind == SINGLE:
                 value = expr.evaluate({**self.globals, **per_atom, **coordinates}, tables)
             else:
-                first, second, r = self._pairs(kind, r_all)
-                first, second = torch.cat([first, second]), torch.cat([second, first])
-                env = self._pair_env(per_atom, first, second, torch.cat([r, r], dim=1))
-                contribution = _broadcast(expr.evaluate(env, tables), (batch, len(first)), x)
-                value = x.new_zeros(batch, n_atoms).index_add(1, first, contribution)
+                mask = self.computed_mask if kind == PAIR else self.computed_mask_all
+                value = self._masked(expr.evaluate(self._pair_env(per_atom, r), tables), mask, x).sum(-1)
             per_atom[name] = _broadcast(value, (batch, n_atoms), x)
         energy = x.new_zeros(batch)
         for expr, kind in self.terms:
@@ -188,23 +181,34 @@ class CustomGB(nn.Module):
                 term = expr.evaluate({**self.globals, **per_atom, **coordinates}, tables)
                 energy = energy + _broadcast(term, (batch, n_atoms), x).sum(-1)
             else:
-                first, second, r = self._pairs(kind, r_all)
-                term = expr.evaluate(self._pair_env(per_atom, first, second, r), tables)
-                energy = energy + _broadcast(term, (batch, len(first)), x).sum(-1)
+                mask = self.energy_mask if kind == PAIR else self.energy_mask_all
+                term = expr.evaluate(self._pair_env(per_atom, r), tables)
+                energy = energy + self._masked(term, mask, x).sum((-2, -1))
         return energy
 
-    def _pairs(self, kind: int, r_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Atom indices and distances of the pairs a term of ``kind`` runs over (exclusions honoured)."""
-        if kind == PAIR_NO_EXCLUSIONS or not self.has_exclusions:
-            return self.first, self.second, r_all
-        return self.first[self.included], self.second[self.included], r_all[:, self.included]
+    def _distances(self, x: torch.Tensor) -> torch.Tensor:
+        """All distances ``(B, N, N)`` in nm, with 1 on the diagonal so no term divides by zero there.
 
-    def _pair_env(self, per_atom: dict, first: torch.Tensor, second: torch.Tensor,
-                  r: torch.Tensor) -> dict:
+        The diagonal is replaced before the square root, which keeps every gradient finite.
+        """
+        delta = x[:, :, None, :] - x[:, None, :, :]
+        squared = (delta * delta).sum(-1)
+        return torch.sqrt(torch.where(self.diagonal, torch.ones_like(squared), squared))
+
+    @staticmethod
+    def _masked(term: torch.Tensor | float, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Pair term ``(B, N, N)`` with entries outside ``mask`` set to zero."""
+        batch, n_atoms = x.shape[0], x.shape[1]
+        term = _broadcast(term, (batch, n_atoms, n_atoms), x)
+        return torch.where(mask, term, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    def _pair_env(self, per_atom: dict, r: torch.Tensor) -> dict:
+        """Variables of a pair expression on the dense ``(B, N, N)`` grid: particle 1 is the row."""
         env = {**self.globals, "r": r}
         for name, value in per_atom.items():
-            if name in self.globals or name in ("x", "y", "z"):
-                continue
-            env[f"{name}1"] = _pick(value, first)
-            env[f"{name}2"] = _pick(value, second)
+            if isinstance(value, torch.Tensor):
+                env[f"{name}1"] = value[..., :, None]
+                env[f"{name}2"] = value[..., None, :]
+            else:
+                env[f"{name}1"] = env[f"{name}2"] = value
         return env

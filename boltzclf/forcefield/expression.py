@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Union
 
 import torch
@@ -116,6 +117,9 @@ BINARY_OPERATORS: dict[str, Callable[[Value, Value], Value]] = {
 }
 
 
+_NODE_IDS = itertools.count()
+
+
 @dataclass(frozen=True)
 class _Node:
     """One node of a parsed expression: a constant, a variable or an operation on children."""
@@ -123,15 +127,16 @@ class _Node:
     kind: str  # "const" | "var" | "op" | "call"
     value: object  # float, variable name, operator symbol or function name
     children: tuple["_Node", ...] = ()
+    uid: int = field(default_factory=lambda: next(_NODE_IDS), compare=False)
 
     def evaluate(self, env: Mapping[str, Value], tables: Mapping[str, Callable],
                  cache: dict[int, Value]) -> Value:
-        """Value of this sub-tree; ``cache`` memoises shared sub-trees (definitions) by identity."""
+        """Value of this sub-tree; ``cache`` memoises shared sub-trees (definitions) by ``uid``."""
         if self.kind == "const":
             return self.value
         if self.kind == "var":
             return env[self.value]
-        key = id(self)
+        key = self.uid
         if key not in cache:
             args = [child.evaluate(env, tables, cache) for child in self.children]
             if self.kind == "op":

@@ -69,3 +69,14 @@ def test_custom_gb_pair_types_with_exclusions_match_openmm(aldp_implicit):
     np.testing.assert_allclose(energy, expected, rtol=1e-5)
     unexcluded = openmm_reference(aldp_implicit.system, xs)["total"]
     assert np.all(np.abs(expected - unexcluded) > 1.0)  # the exclusions matter
+
+
+@pytest.mark.slow
+def test_compiled_evaluation_matches_eager(aldp_implicit):
+    field = TorchForceField(aldp_implicit.system)
+    x = torch.tensor(perturbed(aldp_implicit, 13, 0.01, seed=15))
+    lam = torch.linspace(0, 1, 13, dtype=torch.float64)
+    eager = field.energy_and_force(x, gb_scale=lam, chunk_size=8)
+    compiled = field.energy_and_force(x, gb_scale=lam, chunk_size=8, compiled=True)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-8)
