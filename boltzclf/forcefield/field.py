@@ -181,10 +181,9 @@ class TorchForceField(nn.Module):
         if chunk_size is None:
             chunk_size = max(1, DEFAULT_CHUNK_ELEMENTS // self.n_atoms**2)
         field = self._matching(x)
-        if compiled and gb_scale is not None and not isinstance(gb_scale, torch.Tensor):
-            gb_scale = torch.tensor(float(gb_scale))  # a tensor, so a new λ does not recompile
-        if isinstance(gb_scale, torch.Tensor) and gb_scale.ndim == 0:
-            gb_scale = gb_scale.expand(x.shape[0])
+        if gb_scale is not None:  # one λ per sample, split with the chunks (a new λ never recompiles)
+            gb_scale = torch.as_tensor(gb_scale, dtype=x.dtype, device=x.device)
+            gb_scale = gb_scale.expand(x.shape[0]) if gb_scale.ndim == 0 else gb_scale
         evaluate = field._compiled_forward() if compiled else field
         x = x.detach()
         energies, forces = [], []
