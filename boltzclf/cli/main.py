@@ -15,6 +15,11 @@ from boltzclf import __version__
 from boltzclf.core.errors import BoltzclfError
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "boltzclf.cli.run",
+    "boltzclf.cli.train",
+    "boltzclf.cli.evaluate",
+    "boltzclf.cli.simulate",
+    "boltzclf.cli.pmf",
 )
 
 EXIT_USER_ERROR = 2

@@ -43,14 +43,25 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def require(condition: bool, where: str, message: str) -> None:
-    """Raise ``ConfigError(f"{where}: {message}")`` unless ``condition`` holds."""
+class InvalidValue(ConfigError):
+    """A value check failed; ``key`` is relative to the dataclass doing the check."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key, self.message = key, message
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """Raise :class:`InvalidValue` for ``key`` (relative to the checking dataclass) unless ``condition``.
+
+    :func:`from_mapping` turns it into ``"<file>: <full.key>: <message>"``.
+    """
     if not condition:
-        raise ConfigError(f"{where}: {message}")
+        raise InvalidValue(key, message)
 
 
 def from_mapping(cls: type[T], data: Any, where: str) -> T:
-    """Build dataclass ``cls`` from ``data``, validating keys and types.
+    """Build dataclass ``cls`` from ``data``, validating keys, types and values.
 
     Parameters
     ----------
@@ -60,25 +71,43 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     data
         The mapping read from YAML (or JSON).
     where
-        Human-readable location used in error messages, e.g. ``"run.yaml: training"``.
+        The source named in error messages (usually the file path). Messages read
+        ``"<where>: <dotted.key>: <problem>"``.
     """
+    return _build(cls, data, _Location(where, ""))
+
+
+class _Location:
+    """A source (file) and a dotted key path inside it, for error messages."""
+
+    def __init__(self, source: str, key: str):
+        self.source, self.key = source, key
+
+    def child(self, name: str) -> "_Location":
+        return _Location(self.source, f"{self.key}.{name}" if self.key else name)
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.key}: {message}" if self.key else f"{self.source}: {message}")
+
+
+def _build(cls, data: Any, loc: _Location):
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise loc.error(f"expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"allowed: {', '.join(sorted(fields))}"
-        )
+        raise loc.error(f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, field in fields.items():
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
+            kwargs[name] = _convert(hints[name], data[name], loc.child(name))
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{where}: missing required key {name!r}")
-    return cls(**kwargs)
+            raise loc.error(f"missing required key {name!r}")
+    try:
+        return cls(**kwargs)
+    except InvalidValue as exc:  # a value check in __post_init__, keyed relative to this mapping
+        raise loc.child(exc.key).error(exc.message) from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -92,14 +121,14 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
+def _convert(tp: Any, value: Any, loc: _Location) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return from_mapping(tp, value, where)
+        return _build(tp, value, loc)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise loc.error(f"{value!r} is not one of {', '.join(map(repr, args))}")
         return value
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
@@ -107,26 +136,26 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         errors = []
         for option in (a for a in args if a is not type(None)):
             try:
-                return _convert(option, value, where)
+                return _convert(option, value, loc)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {args}")
+        raise ConfigError(errors[0]) if len(errors) == 1 else loc.error(f"{value!r} matches none of {args}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+            raise loc.error(f"expected a list, got {type(value).__name__}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+            return tuple(_convert(args[0], v, loc.child(str(i))) for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(f"{where}: expected a list of {len(args)} items, got {len(value)}")
-        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            raise loc.error(f"expected a list of {len(args)} items, got {len(value)}")
+        return tuple(_convert(a, v, loc.child(str(i))) for i, (a, v) in enumerate(zip(args, value)))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    return _convert_scalar(tp, value, where)
+            raise loc.error(f"expected a mapping, got {type(value).__name__}")
+        return {str(k): _convert(args[1], v, loc.child(str(k))) for k, v in value.items()}
+    return _convert_scalar(tp, value, loc)
 
 
-def _convert_scalar(tp: Any, value: Any, where: str) -> Any:
+def _convert_scalar(tp: Any, value: Any, loc: _Location) -> Any:
     if tp is Any:
         return value
     if tp is bool:
@@ -139,7 +168,38 @@ def _convert_scalar(tp: Any, value: Any, where: str) -> Any:
     elif tp is str:
         ok = isinstance(value, str)
     else:
-        raise TypeError(f"config type {tp!r} at {where} is not supported")
+        raise TypeError(f"config type {tp!r} at {loc.key} is not supported")
     if not ok:
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        raise loc.error(f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of ``base`` with ``override``'s keys merged in recursively (mappings merge, others replace)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_preset(data: dict, preset: str | None, where: str) -> dict:
+    """Remove the ``presets`` mapping from ``data`` and merge the named preset into it.
+
+    Raises
+    ------
+    ConfigError
+        If ``preset`` is given but not defined.
+    """
+    data = dict(data)
+    presets = data.pop("presets", {}) or {}
+    if not isinstance(presets, dict):
+        raise ConfigError(f"{where}: 'presets' must be a mapping of names to overrides")
+    if preset is None:
+        return data
+    if preset not in presets:
+        known = ", ".join(sorted(presets)) or "none"
+        raise ConfigError(f"{where}: unknown preset {preset!r} (defined: {known})")
+    return deep_merge(data, presets[preset])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import openmm
@@ -70,6 +71,13 @@ def _from_pdb(source: PDBSource) -> BuiltSystem:
         else {"nonbondedMethod": app.CutoffNonPeriodic,
               "nonbondedCutoff": source.nonbonded_cutoff * unit.nanometer}
     )
+    unmatched = forcefield.getUnmatchedResidues(pdb.topology)
+    if unmatched:
+        names = ", ".join(f"{r.name}{r.id} (chain {r.chain.id})" for r in unmatched[:10])
+        raise BoltzclfError(
+            f"{source.pdb}: no template in {[Path(f).name for f in source.forcefield]} for residue(s) "
+            f"{names}: unknown residue name, unknown or missing atoms, or a broken chain"
+        )
     try:
         system = forcefield.createSystem(
             pdb.topology, constraints=_CONSTRAINTS[source.constraints], **nonbonded

@@ -1,0 +1,1 @@
+"""Estimators: arrays in, an estimate with its uncertainty out (never imports models or samplers)."""

@@ -1,0 +1,1 @@
+"""Evaluation of learned energies against targets with exact noised marginals."""

@@ -1,0 +1,46 @@
+"""Loss configuration (validated from YAML) and construction."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from boltzclf.core.config import require
+from boltzclf.losses.ctsm import TimeScoreMatching
+from boltzclf.losses.diffclf import DiffusiveClassification
+from boltzclf.losses.dsm import DenoisingScoreMatching
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which loss to train with.
+
+    kind: ``dsm`` (DSM only), ``diffclf`` (DSM + weight·DiffCLF), ``ctsm`` (DSM + weight·CtSM).
+    k: levels per data sample for ``diffclf`` (2 = binary); for ``dsm``/``ctsm`` the batch is
+    replicated k times so all methods use the same number of score evaluations per data sample.
+    pairs: level scheme for ``diffclf`` (default: uniform for k = 2, distinct for k > 2).
+    """
+
+    kind: Literal["dsm", "diffclf", "ctsm"] = "dsm"
+    weight: float = 1.0
+    k: int = 2
+    pairs: Literal["uniform", "adjacent", "distinct"] | None = None
+    shared_noise: bool = False
+    dsm_weighting: Literal["edm", "uniform", "linear", "square"] = "edm"
+    antithetic: bool = False
+
+    def __post_init__(self):
+        require(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+        require(self.weight >= 0, "weight", f"must be >= 0, got {self.weight}")
+        require(self.kind != "diffclf" or self.k >= 2, "k", "diffclf needs k >= 2")
+        require(self.pairs != "adjacent" or self.k == 2, "pairs", "adjacent pairs need k = 2")
+        require(self.pairs != "uniform" or self.k == 2, "pairs",
+                "uniform (possibly repeated) levels only for k = 2; use distinct")
+
+
+def build_loss(config: LossConfig):
+    """The loss callable described by ``config``."""
+    if config.kind == "dsm":
+        return DenoisingScoreMatching(config.dsm_weighting, replicas=config.k, antithetic=config.antithetic)
+    if config.kind == "ctsm":
+        return TimeScoreMatching(config.weight, replicas=config.k, dsm_weighting=config.dsm_weighting)
+    return DiffusiveClassification(config.k, config.weight, config.pairs, config.shared_noise, config.dsm_weighting)

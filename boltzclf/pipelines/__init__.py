@@ -1,0 +1,1 @@
+"""End-to-end pipelines behind the CLI: one training run, and declarative workflows comparing losses."""

@@ -1,0 +1,179 @@
+"""Diagonal Gaussian mixtures with exact log-density, score and samples of every noised marginal.
+
+A mixture stays a mixture under linear noising: component k of p_t has mean α_t μ_k and variance
+α_t² Σ_k + γ_t² (METHOD.md §5.1). Under a stochastic interpolant with independent coupling, p_t is the
+mixture over pairs (a, b) with weight w⁰_a w¹_b, mean (1−t)μ⁰_a + tμ¹_b and variance
+(1−t)²Σ⁰_a + t²Σ¹_b + γ(t)². All computations are in the mixture's dtype (float64 by default).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from boltzclf.diffusion.interpolant import StochasticInterpolant
+from boltzclf.diffusion.processes import LinearDiffusion
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    """p(x) = Σ_k w_k N(x; μ_k, diag(v_k)).
+
+    Attributes
+    ----------
+    weights : (K,) tensor, sums to 1.
+    means : (K, D) tensor.
+    variances : (K, D) tensor, positive.
+    """
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    variances: torch.Tensor
+
+    def __post_init__(self):
+        k, d = self.means.shape
+        if self.weights.shape != (k,) or self.variances.shape != (k, d):
+            raise ValueError("weights (K,), means (K, D) and variances (K, D) disagree in shape")
+        if not torch.isclose(self.weights.sum(), torch.ones((), dtype=self.weights.dtype)):
+            raise ValueError(f"mixture weights sum to {float(self.weights.sum())}, not 1")
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (self.dim,)
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    def to(self, device=None, dtype=None) -> "GaussianMixture":
+        """A copy on another device/dtype."""
+        return GaussianMixture(*(a.to(device=device, dtype=dtype) for a in (self.weights, self.means, self.variances)))
+
+    # ----- density ---------------------------------------------------------------------------------
+    def component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """log w_k + log N(x; μ_k, v_k) for ``x`` ``(B, D)``; returns ``(B, K)``."""
+        return _component_log_probs(x, self.weights, self.means, self.variances)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised log-density, ``(B,)``."""
+        return torch.logsumexp(self.component_log_probs(x), dim=-1)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """∇ₓ log p(x), ``(B, D)``."""
+        return _mixture_score(x, self.component_log_probs(x), self.means, self.variances)
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """−log p(x) (the EnergyTarget protocol, normalised), ``(B,)``."""
+        return -self.log_prob(x)
+
+    def force(self, x: torch.Tensor) -> torch.Tensor:
+        """∇ₓ log p(x) = −∇ₓ energy, ``(B, D)``."""
+        return self.score(x)
+
+    def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior component probabilities p(k | x), ``(B, K)``."""
+        return torch.softmax(self.component_log_probs(x), dim=-1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` exact samples, ``(n, D)``, on the mixture's device."""
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        noise = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype, device=self.means.device)
+        return self.means[idx] + noise * self.variances[idx].sqrt()
+
+    # ----- transformations ------------------------------------------------------------------------
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and variance of the mixture, each ``(D,)``."""
+        mean = self.weights @ self.means
+        second = self.weights @ (self.variances + self.means**2)
+        return mean, second - mean**2
+
+    def standardised(self) -> "GaussianMixture":
+        """The mixture mapped by x ↦ (x − m)/√v, m and v its per-dimension mean and variance."""
+        mean, var = self.moments()
+        return GaussianMixture(self.weights, (self.means - mean) / var.sqrt(), self.variances / var)
+
+    def noised(self, process: LinearDiffusion, t: float) -> "GaussianMixture":
+        """The exact marginal p_t of the diffusion started from this mixture, at scalar time ``t``."""
+        return _marginal_at(self, process, t)
+
+def marginal_log_prob(start: GaussianMixture, process, t: torch.Tensor, x: torch.Tensor,
+                      end: GaussianMixture | None = None) -> torch.Tensor:
+    """log p_t(x) for per-sample times ``t`` ``(B,)`` and points ``x`` ``(B, D)``; returns ``(B,)``.
+
+    ``end`` is the t = 1 mixture of an interpolant (None for diffusions).
+    """
+    return torch.logsumexp(_component_log_probs(x, *marginal_components(start, process, t, end)), dim=-1)
+
+
+def marginal_score(start: GaussianMixture, process, t: torch.Tensor, x: torch.Tensor,
+                   end: GaussianMixture | None = None) -> torch.Tensor:
+    """∇ₓ log p_t(x) for per-sample times ``t`` ``(B,)``; returns ``(B, D)``."""
+    weights, means, variances = marginal_components(start, process, t, end)
+    return _mixture_score(x, _component_log_probs(x, weights, means, variances), means, variances)
+
+
+def marginal_components(start: GaussianMixture, process, t: torch.Tensor, end: GaussianMixture | None = None):
+    """Weights ``(K,)``, means and variances ``(B, K, D)`` of p_t at per-sample times ``t`` ``(B,)``."""
+    t = t.to(start.means.dtype)[:, None, None]
+    if process.kind == "interpolant":
+        a, b = process.coefficients(t)
+        weights = (start.weights[:, None] * end.weights[None, :]).reshape(-1)
+        means = a[..., None] * start.means[None, :, None, :] + b[..., None] * end.means[None, None, :, :]
+        variances = (a[..., None] ** 2 * start.variances[None, :, None, :]
+                     + b[..., None] ** 2 * end.variances[None, None, :, :] + process.gamma(t)[..., None] ** 2)
+        return weights, means.flatten(1, 2), variances.flatten(1, 2)
+    alpha, gamma = process.alpha(t), process.gamma(t)
+    return start.weights, alpha * start.means[None], alpha**2 * start.variances[None] + gamma**2
+
+
+def interpolant_marginal(start: GaussianMixture, end: GaussianMixture, interpolant: StochasticInterpolant,
+                         t: float) -> GaussianMixture:
+    """Exact p_t of the interpolant between ``start`` (t=0) and ``end`` (t=1), independent coupling."""
+    return _marginal_at(start, interpolant, t, end)
+
+
+def two_modes(dim: int, separation: float = 5.0, variance: float = 0.05, heavy_weight: float = 2.0 / 3.0,
+              dtype: torch.dtype = torch.float64) -> GaussianMixture:
+    """TwoModes(d, a): w N(−a·1, v I) + (1 − w) N(+a·1, v I), standardised (METHOD.md §6.1).
+
+    The heavy mode (weight 2/3 by default) is component 0.
+    """
+    ones = torch.ones(dim, dtype=dtype)
+    means = torch.stack([-separation * ones, separation * ones])
+    weights = torch.tensor([heavy_weight, 1.0 - heavy_weight], dtype=dtype)
+    return GaussianMixture(weights, means, torch.full((2, dim), variance, dtype=dtype)).standardised()
+
+
+def mog40(dim: int, seed: int = 0, box: float = 40.0, dtype: torch.dtype = torch.float64) -> GaussianMixture:
+    """MOG-40: 40 equal-weight modes, means uniform in [−box, box]^d drawn with ``seed``, per-dimension
+    variance softplus(1) ≈ 1.3133; standardised (METHOD.md §6.1)."""
+    generator = torch.Generator().manual_seed(seed)
+    means = (torch.rand(40, dim, generator=generator, dtype=torch.float64) - 0.5) * 2.0 * box
+    variances = torch.full((40, dim), math.log1p(math.e), dtype=torch.float64)
+    weights = torch.full((40,), 1.0 / 40, dtype=torch.float64)
+    return GaussianMixture(weights, means, variances).standardised().to(dtype=dtype)
+
+
+def _marginal_at(start: GaussianMixture, process, t: float, end: GaussianMixture | None = None) -> GaussianMixture:
+    times = torch.tensor([t], dtype=start.means.dtype, device=start.means.device)
+    weights, means, variances = marginal_components(start, process, times, end)
+    return GaussianMixture(weights, means[0], variances[0])
+
+
+def _component_log_probs(x: torch.Tensor, weights, means, variances) -> torch.Tensor:
+    # x (B, D); means/variances (K, D) or (B, K, D)
+    diff = x[:, None, :] - means
+    quad = (diff**2 / variances).sum(-1)
+    log_det = torch.log(variances).sum(-1)
+    return torch.log(weights) - 0.5 * (quad + log_det + x.shape[-1] * math.log(2.0 * math.pi))
+
+
+def _mixture_score(x: torch.Tensor, comp_log_probs: torch.Tensor, means, variances) -> torch.Tensor:
+    resp = torch.softmax(comp_log_probs, dim=-1)  # (B, K)
+    comp_scores = -(x[:, None, :] - means) / variances  # (B, K, D)
+    return (resp[..., None] * comp_scores).sum(1)

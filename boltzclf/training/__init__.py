@@ -1,0 +1,1 @@
+"""Training: experiment configuration, data sources, EMA, checkpoints and the resumable trainer."""

@@ -1,0 +1,136 @@
+"""The batched bridge against plain OpenMM Contexts, finite differences and its own policies."""
+import numpy as np
+import pytest
+import torch
+
+from boltzclf.core.errors import BoltzclfError
+from boltzclf.openmm import load_system
+from boltzclf.openmm.bridge import make_bridge
+from boltzclf.openmm.policy import EnergyPolicy
+from boltzclf.openmm.pool import ContextEvaluator
+
+from openmm_testdata import SYSTEM_NAMES, SYSTEMS_DIR
+
+
+def perturbed(system, n, scale=0.01, seed=0):
+    """``n`` configurations: reference positions plus Gaussian noise of ``scale`` nm."""
+    rng = np.random.default_rng(seed)
+    return system.positions + rng.normal(scale=scale, size=(n, *system.positions.shape))
+
+
+@pytest.mark.parametrize("name", SYSTEM_NAMES)
+def test_pool_energies_equal_plain_reference_context(systems, name):
+    """2-worker pool vs a double-precision Reference-platform Context, 100 configurations."""
+    system = systems[name]
+    x = perturbed(system, 100)
+    bridge = make_bridge(system, workers=2)
+    try:
+        energy, _ = bridge.evaluate(x)
+    finally:
+        bridge.close()
+    reference, _ = ContextEvaluator(system.system, "Reference").evaluate(x)
+    reference = reference / system.kT
+    relative = np.abs(energy - reference) / np.maximum(np.abs(reference), 1.0)
+    assert relative.max() <= 1e-6
+
+
+@pytest.mark.parametrize("name", SYSTEM_NAMES)
+def test_forces_match_finite_differences(systems, name):
+    system = systems[name]
+    x = torch.from_numpy(perturbed(system, 10, seed=1))
+    rng = np.random.default_rng(2)
+    v = torch.from_numpy(rng.normal(size=tuple(x.shape)))
+    v /= v.flatten(1).norm(dim=1)[:, None, None]
+    h = 1e-3
+    derivative = (system.energy(x + h * v) - system.energy(x - h * v)) / (2 * h)
+    force = system.force(x)
+    error = (derivative + (force * v).sum(dim=(1, 2))).abs()
+    assert (error <= 1e-4 * force.flatten(1).norm(dim=1)).all()
+
+
+def test_autograd_backward_is_minus_force(systems):
+    system = systems["alanine_dipeptide_implicit"]
+    x = torch.from_numpy(perturbed(system, 5)).requires_grad_()
+    weights = torch.arange(1.0, 6.0, dtype=torch.float64)
+    (system.energy(x) * weights).sum().backward()
+    expected = -system.force(x.detach()) * weights[:, None, None]
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
+
+
+def test_output_follows_input_dtype(systems):
+    system = systems["alanine_dipeptide_vacuum"]
+    x = torch.from_numpy(perturbed(system, 3)).float()
+    assert system.energy(x).dtype == torch.float32
+    assert system.force(x).shape == x.shape
+
+
+def test_pool_with_one_and_two_workers_equals_in_process(systems):
+    system = systems["alanine_dipeptide_implicit"]
+    x = perturbed(system, 7)
+    expected = system.bridge.evaluate(x)
+    for workers in (1, 2):
+        bridge = make_bridge(system, workers=workers)
+        try:
+            energy, force = bridge.evaluate(x)
+        finally:
+            bridge.close()
+        np.testing.assert_array_equal(energy, expected[0])
+        np.testing.assert_array_equal(force, expected[1])
+
+
+def test_nan_coordinates_are_rejected_naming_the_entry(systems):
+    system = systems["alanine_dipeptide_vacuum"]
+    x = torch.from_numpy(perturbed(system, 4))
+    x[2, 5, 1] = float("nan")
+    with pytest.raises(BoltzclfError, match=r"non-finite.*\[2\]"):
+        system.energy(x)
+
+
+@pytest.mark.parametrize("shape", [(22, 3), (2, 21, 3), (2, 22, 2), (2, 66)])
+def test_wrong_shape_is_rejected(systems, shape):
+    with pytest.raises(BoltzclfError, match=r"expected shape \(B, 22, 3\)"):
+        systems["alanine_dipeptide_vacuum"].energy(torch.zeros(shape, dtype=torch.float64))
+
+
+def _clashing(system):
+    """Two configurations: the reference and one with atoms 0 and 1 on top of each other."""
+    x = np.repeat(system.positions[None], 2, axis=0)
+    x[1, 1] = x[1, 0] + 1e-4
+    return x
+
+
+def test_policy_report_keeps_huge_energies_and_counts_them():
+    system = load_system(SYSTEMS_DIR / "alanine_dipeptide_vacuum.yaml", policy=EnergyPolicy(cap=100.0, huge=1e3))
+    energy, _ = system.bridge.evaluate(_clashing(system))
+    raw, _ = ContextEvaluator(system.system).evaluate(_clashing(system))
+    np.testing.assert_array_equal(energy, raw / system.kT)
+    assert energy[1] > 1e3
+    assert system.bridge.stats.as_dict()["huge"] == 1
+    assert system.bridge.stats.as_dict()["affected_fraction"] == 0.5
+
+
+def test_policy_cap_is_log_above_cap_and_consistent_with_force():
+    policy = EnergyPolicy(mode="cap", cap=100.0, huge=1e3)
+    system = load_system(SYSTEMS_DIR / "alanine_dipeptide_vacuum.yaml", policy=policy)
+    x = torch.from_numpy(_clashing(system))
+    raw, _ = ContextEvaluator(system.system).evaluate(x.numpy())
+    energy = system.energy(x)
+    assert energy[1] == pytest.approx(100.0 + np.log1p(raw[1] / system.kT - 100.0))
+    assert system.bridge.stats.capped == 1
+    # capped force is still minus the gradient of the capped energy
+    v = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 1e-7
+    h = 1.0
+    derivative = (system.energy(x + h * v) - system.energy(x - h * v))[1] / (2 * h)
+    assert derivative.item() == pytest.approx(-(system.force(x)[1] * v[1]).sum().item(), rel=1e-3)
+
+
+def test_policy_raise_names_indices():
+    system = load_system(SYSTEMS_DIR / "alanine_dipeptide_vacuum.yaml",
+                         policy=EnergyPolicy(mode="raise", cap=100.0, huge=1e3))
+    with pytest.raises(BoltzclfError, match=r"indices \[1\]"):
+        system.bridge.evaluate(_clashing(system))
+
+
+def test_unknown_backend_is_an_error(systems):
+    with pytest.raises(BoltzclfError, match="unknown energy backend 'nope'"):
+        make_bridge(systems["alanine_dipeptide_vacuum"], backend="nope")

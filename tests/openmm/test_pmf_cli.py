@@ -1,0 +1,71 @@
+"""``boltzclf pmf``: outputs agree with the estimator on mdtraj's CVs; bad inputs exit 2 untouched."""
+import json
+
+import mdtraj
+import numpy as np
+import pytest
+from openmm_testdata import SYSTEMS_DIR
+
+from boltzclf.cli.main import main
+from boltzclf.estimators.pmf import histogram_free_energy
+
+SPEC = SYSTEMS_DIR / "alanine_dipeptide_implicit.yaml"
+
+
+@pytest.fixture(scope="module")
+def trajectory(systems, tmp_path_factory):
+    """500 noisy ALDP frames as DCD + PDB (a stand-in for MD output)."""
+    system = systems["alanine_dipeptide_implicit"]
+    rng = np.random.default_rng(0)
+    x = system.positions + rng.normal(scale=0.04, size=(500, *system.positions.shape))
+    directory = tmp_path_factory.mktemp("traj")
+    traj = mdtraj.Trajectory(x, system.mdtraj_topology)
+    traj.save_dcd(str(directory / "trajectory.dcd"))
+    traj[0].save_pdb(str(directory / "topology.pdb"))
+    return directory
+
+
+def pmf(trajectory, out, *extra, spec=SPEC):
+    return main(["pmf", str(trajectory), "--system", str(spec), "--out", str(out), "--bins", "12",
+                 "--blocks", "10", "--bootstrap", "50", *extra])
+
+
+def test_pmf_outputs_match_the_estimator_on_mdtraj_dihedrals(trajectory, tmp_path):
+    log_w = np.random.default_rng(1).normal(size=500)
+    np.save(tmp_path / "lw.npy", log_w)
+    assert pmf(trajectory, tmp_path / "out", "--log-weights", str(tmp_path / "lw.npy")) == 0
+    traj = mdtraj.load(str(trajectory / "trajectory.dcd"), top=str(trajectory / "topology.pdb"))
+    angles = np.column_stack([mdtraj.compute_phi(traj)[1][:, 0], mdtraj.compute_psi(traj)[1][:, 0]])
+    expected = histogram_free_energy(angles, [(-np.pi, np.pi)] * 2, bins=12, periodic=True,
+                                     log_weights=log_w, n_blocks=10, n_bootstrap=50)
+    result = json.loads((tmp_path / "out" / "pmf.json").read_text())
+    got = np.array(result["surface"]["free_energy_kT"], dtype=float)  # null (empty bin) -> nan
+    finite = np.isfinite(expected.free_energy)
+    np.testing.assert_allclose(got[finite], expected.free_energy[finite], atol=1e-4)
+    assert np.isnan(got[~finite]).all()
+    assert set(result["basins"]) >= {"C5", "C7eq", "alphaR"}
+    assert (tmp_path / "out" / "pmf.png").stat().st_size > 0
+    arrays = np.load(tmp_path / "out" / "pmf.npz")
+    assert arrays["phi_free_energy"].shape == (12,) and arrays["surface_stderr"].shape == (12, 12)
+
+
+def test_wrong_system_names_the_atom_mismatch(trajectory, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert pmf(trajectory, out, "--cv", "rmsd_ca", spec=SYSTEMS_DIR / "chignolin_implicit.yaml") == 2
+    assert "has 22 atoms, system chignolin_implicit has 166" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_wrong_log_weight_shape_exits_2_and_leaves_outputs(trajectory, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert pmf(trajectory, out) == 0
+    before = (out / "pmf.json").read_bytes()
+    np.save(tmp_path / "lw.npy", np.zeros(7))
+    assert pmf(trajectory, out, "--log-weights", str(tmp_path / "lw.npy")) == 2
+    assert "expected shape (500,), got (7,)" in capsys.readouterr().err
+    assert (out / "pmf.json").read_bytes() == before
+
+
+def test_unknown_cv_exits_2(trajectory, tmp_path, capsys):
+    assert pmf(trajectory, tmp_path / "out", "--cv", "phi,omega") == 2
+    assert "--cv omega: unknown collective variable" in capsys.readouterr().err

@@ -1,0 +1,75 @@
+"""Gaussian mixtures: exact densities, scores, samples and noised marginals."""
+import math
+
+import torch
+
+from boltzclf.diffusion import StochasticInterpolant, VariancePreserving
+from boltzclf.targets.gmm import GaussianMixture, interpolant_marginal, marginal_log_prob, mog40, two_modes
+
+
+def test_log_prob_is_normalised_in_1d():
+    mix = GaussianMixture(torch.tensor([0.3, 0.7], dtype=torch.float64),
+                          torch.tensor([[-2.0], [1.0]], dtype=torch.float64),
+                          torch.tensor([[0.5], [0.2]], dtype=torch.float64))
+    x = torch.linspace(-12, 12, 200_001, dtype=torch.float64)[:, None]
+    integral = torch.trapezoid(mix.log_prob(x).exp(), x[:, 0])
+    assert abs(float(integral) - 1.0) < 1e-8
+
+
+def test_score_is_gradient_of_log_prob():
+    mix = mog40(3)
+    x = torch.randn(16, 3, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(mix.log_prob(x).sum(), x)
+    assert torch.allclose(mix.score(x.detach()), grad)
+
+
+def test_standardisation_and_presets():
+    for mix in (two_modes(5), mog40(7)):
+        mean, var = mix.moments()
+        assert torch.allclose(mean, torch.zeros_like(mean), atol=1e-12)
+        assert torch.allclose(var, torch.ones_like(var))
+    tm = two_modes(2)
+    assert torch.allclose(tm.weights, torch.tensor([2 / 3, 1 / 3], dtype=torch.float64))
+    assert mog40(4).n_components == 40
+
+
+def test_noised_marginal_matches_monte_carlo(generator):
+    vp = VariancePreserving()
+    mix = two_modes(2)
+    n, t = 200_000, 0.25
+    x0 = mix.sample(n, generator)
+    x_t = vp.corrupt((x0,), torch.full((n,), t, dtype=torch.float64),
+                     torch.randn(n, 2, generator=generator, dtype=torch.float64))
+    exact = mix.noised(vp, t)
+    mean, var = exact.moments()
+    assert ((x_t.mean(0) - mean).abs() <= 4 * (var / n).sqrt()).all()
+    # heavy-mode fraction along the mode axis: P(x·1 < 0) is known in closed form
+    frac = float((x_t.sum(1) < 0).double().mean())
+    sums, sum_vars = exact.means.sum(1), exact.variances.sum(1)  # per component: S = x·1 ~ N(Σμ, Σv)
+    p_heavy_side = sum(float(w) * 0.5 * (1 + math.erf(float(-m / (2 * v).sqrt())))
+                       for w, m, v in zip(exact.weights, sums, sum_vars))
+    assert abs(frac - p_heavy_side) <= 4 * math.sqrt(p_heavy_side * (1 - p_heavy_side) / n)
+
+
+def test_interpolant_marginal_matches_monte_carlo(generator):
+    si = StochasticInterpolant(1.0)
+    start, end = two_modes(2, separation=1.0), mog40(2)
+    n, t = 200_000, 0.6
+    x_t = si.corrupt((start.sample(n, generator), end.sample(n, generator)),
+                     torch.full((n,), t, dtype=torch.float64),
+                     torch.randn(n, 2, generator=generator, dtype=torch.float64))
+    exact = interpolant_marginal(start, end, si, t)
+    mean, var = exact.moments()
+    assert exact.n_components == 80
+    assert ((x_t.mean(0) - mean).abs() <= 4 * (var / n).sqrt()).all()
+    assert ((x_t.var(0) - var).abs() <= 4 * var * math.sqrt(2 / n) * 2).all()
+
+
+def test_batched_marginal_equals_scalar_marginal():
+    vp = VariancePreserving()
+    mix = mog40(3)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    t = torch.tensor([0.01, 0.1, 0.2, 0.5, 0.7, 0.99], dtype=torch.float64)
+    batched = marginal_log_prob(mix, vp, t, x)
+    single = torch.stack([mix.noised(vp, float(ti)).log_prob(xi[None])[0] for ti, xi in zip(t, x)])
+    assert torch.allclose(batched, single)
