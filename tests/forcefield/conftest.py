@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as unit
 import pytest
+
+SYSTEMS = Path(__file__).resolve().parents[2] / "systems"
 
 
 @dataclass
@@ -137,6 +140,15 @@ def aldp_implicit() -> Molecule:
     return _openmmtools("AlanineDipeptideImplicit")
 
 
+def project_system(name: str) -> Molecule:
+    """A system of the project's ``systems/`` directory, built by :func:`boltzclf.openmm.load_system`."""
+    from boltzclf.openmm import load_system
+
+    loaded = load_system(SYSTEMS / f"{name}.yaml")
+    return Molecule(loaded.system, loaded.positions, loaded.topology)
+
+
 @pytest.fixture(scope="session")
 def chignolin() -> Molecule:
-    return chignolin_gbn2()
+    """The project's chignolin (CLN025, amber14 + OBC2 CustomGBForce, 166 atoms)."""
+    return project_system("chignolin_implicit")

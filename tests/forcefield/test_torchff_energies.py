@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from boltzclf.forcefield import TorchForceField
-from conftest import aldp_prmtop_obc2, aldp_with, md_frames, openmm_reference, perturbed
+from conftest import aldp_prmtop_obc2, aldp_with, chignolin_gbn2, md_frames, openmm_reference, perturbed
 
 RTOL = 1e-5
 
@@ -56,6 +56,11 @@ def test_chignolin_md_configurations_match_openmm(chignolin):
 def test_every_openmm_app_gb_model_matches(implicit_xml):
     molecule = aldp_with(implicit_xml)
     check_against_openmm(molecule, perturbed(molecule, 20, 0.01, seed=5))
+
+
+def test_chignolin_with_gbn2_neck_tables_matches():
+    molecule = chignolin_gbn2()
+    check_against_openmm(molecule, perturbed(molecule, 20, 0.01, seed=7))
 
 
 def test_native_gbsaobcforce_matches():
