@@ -47,9 +47,8 @@ def test_md_configurations_match_openmm(name, request):
     check_against_openmm(molecule, md_frames(molecule, 100, every=20, seed=3))
 
 
-@pytest.mark.slow
 def test_chignolin_md_configurations_match_openmm(chignolin):
-    check_against_openmm(chignolin, md_frames(chignolin, 100, every=50, seed=4))
+    check_against_openmm(chignolin, md_frames(chignolin, 100, every=10, seed=4))
 
 
 @pytest.mark.parametrize("implicit_xml", ["hct.xml", "obc1.xml", "obc2.xml", "gbn.xml", "gbn2.xml"])
