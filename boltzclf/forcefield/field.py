@@ -171,15 +171,15 @@ class TorchForceField(nn.Module):
         gb_scale
             GB charge scale λ: a float or a ``(B,)`` tensor (see :meth:`force_energies`).
         chunk_size
-            Samples evaluated at once (default: about ``DEFAULT_CHUNK_ELEMENTS`` sample × atom-pair
-            elements), which bounds memory at large ``B``.
+            Samples evaluated at once (default: the power of two nearest below
+            ``DEFAULT_CHUNK_ELEMENTS / N²``), which bounds memory at large ``B``.
         compiled
             Evaluate through :func:`torch.compile` (fused kernels; several times faster on CPU after
             a one-off compilation of tens of seconds per chunk shape). Chunks are padded to a power
             of two (at most ``chunk_size``) so that only a few shapes are ever compiled.
         """
-        if chunk_size is None:
-            chunk_size = max(1, DEFAULT_CHUNK_ELEMENTS // self.n_atoms**2)
+        if chunk_size is None:  # a power of two, so compiled chunks share one shape
+            chunk_size = 1 << max(0, (DEFAULT_CHUNK_ELEMENTS // self.n_atoms**2).bit_length() - 1)
         field = self._matching(x)
         if gb_scale is not None:  # one λ per sample, split with the chunks (a new λ never recompiles)
             gb_scale = torch.as_tensor(gb_scale, dtype=x.dtype, device=x.device)
