@@ -110,8 +110,8 @@ class TorchForceField(nn.Module):
         if x.ndim != 3 or x.shape[1:] != (self.n_atoms, 3):
             raise BoltzclfError(f"positions must have shape (B, {self.n_atoms}, 3) in nm, "
                                 f"got {tuple(x.shape)}")
-        reference = next(b for b in self.buffers() if torch.is_floating_point(b))
-        if reference.device == x.device and reference.dtype == x.dtype:
+        reference = next((b for b in self.buffers() if torch.is_floating_point(b)), None)
+        if reference is None or (reference.device == x.device and reference.dtype == x.dtype):
             return self
         key = (x.device, x.dtype)
         if key not in self._converted:

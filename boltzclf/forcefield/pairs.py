@@ -11,12 +11,6 @@ def unordered_pairs(n_atoms: int) -> np.ndarray:
     return np.stack([i, j], axis=1).astype(np.int64)
 
 
-def ordered_pairs(n_atoms: int) -> np.ndarray:
-    """All pairs ``i != j`` in both orders: int64 array ``(n_atoms (n_atoms - 1), 2)``."""
-    pairs = unordered_pairs(n_atoms)
-    return np.concatenate([pairs, pairs[:, ::-1]], axis=0)
-
-
 def pair_distances(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Distances ``(B, n_pairs)`` in nm between atoms ``first[p]`` and ``second[p]`` of ``x`` ``(B, N, 3)``."""
     delta = x.index_select(1, second) - x.index_select(1, first)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import openmm
 import pytest
 import torch
 
@@ -66,3 +67,19 @@ def test_native_gbsaobcforce_matches():
     molecule = aldp_prmtop_obc2()
     assert any(type(f).__name__ == "GBSAOBCForce" for f in molecule.system.getForces())
     check_against_openmm(molecule, perturbed(molecule, 20, 0.01, seed=6))
+
+
+def test_force_group_energies_match_openmm_groups(aldp_implicit):
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(aldp_implicit.system))
+    for force in system.getForces():  # bonded terms in group 1, nonbonded + GB in group 2
+        force.setForceGroup(2 if "Nonbonded" in type(force).__name__ or "GB" in type(force).__name__ else 1)
+    xs = perturbed(aldp_implicit, 8, 0.01, seed=8)
+    context = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
+    groups = TorchForceField(system).group_energies(torch.tensor(xs))
+    assert set(groups) == {1, 2}
+    for group, energy in groups.items():
+        expected = []
+        for x in xs:
+            context.setPositions(x)
+            expected.append(context.getState(getEnergy=True, groups={group}).getPotentialEnergy()._value)
+        np.testing.assert_allclose(energy.numpy(), expected, rtol=RTOL)
