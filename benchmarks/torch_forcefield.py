@@ -64,7 +64,7 @@ def openmm_rate(system, x: np.ndarray, repeats: int, min_seconds: float) -> dict
 def torch_rates(field: TorchForceField, x: np.ndarray, device: torch.device, dtype: torch.dtype,
                 compiled: bool, args) -> dict[str, dict[str, float]]:
     rates = {}
-    for batch in BATCHES:
+    for batch in args.batches:
         positions = torch.as_tensor(x[:batch], dtype=dtype, device=device)
 
         def call() -> None:
@@ -80,7 +80,7 @@ def torch_rates(field: TorchForceField, x: np.ndarray, device: torch.device, dty
 def bench_system(name: str, args) -> dict:
     system = load_system(SYSTEMS / f"{name}.yaml")
     rng = np.random.default_rng(0)
-    x = system.positions + rng.normal(scale=0.005, size=(max(BATCHES), *system.positions.shape))
+    x = system.positions + rng.normal(scale=0.005, size=(max(args.batches), *system.positions.shape))
     baseline = openmm_rate(system, x[:args.openmm_batch], args.repeats, args.min_seconds)
     entry = {"n_atoms": system.n_atoms, "openmm_single_context_cpu_1thread": {
         "evals_per_s": baseline["wall"], "evals_per_cpu_s": baseline["cpu"]}, "torch": []}
@@ -105,12 +105,14 @@ def main() -> None:
     parser.add_argument("--systems", default="alanine_dipeptide_implicit")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
     parser.add_argument("--compiled", action="store_true", help="also time torch.compile")
     parser.add_argument("--openmm-batch", type=int, default=1024, help="configurations in the OpenMM loop")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
+    args.batches = [int(b) for b in args.batches.split(",")]
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     report = {

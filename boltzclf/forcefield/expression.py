@@ -97,15 +97,19 @@ FUNCTIONS: dict[str, tuple[int, Callable]] = {
 
 
 def _power(x: Value, y: Value) -> Value:
+    """``x^y``; small positive integer exponents of tensors by repeated multiplication (faster)."""
     if not isinstance(x, torch.Tensor) and not isinstance(y, torch.Tensor):
         return x ** y
-    if not isinstance(y, torch.Tensor) and float(y).is_integer() and abs(y) <= 8:
-        y = int(y)
-        if y == 2:
-            return x * x
-        if y == 3:
-            return x * x * x
-    return x ** y
+    if isinstance(y, torch.Tensor) or not float(y).is_integer() or not 1 <= y <= 8:
+        return x ** y
+    result, square, n = None, x, int(y)
+    while n:
+        if n & 1:
+            result = square if result is None else result * square
+        n >>= 1
+        if n:
+            square = square * square
+    return result
 
 
 BINARY_OPERATORS: dict[str, Callable[[Value, Value], Value]] = {

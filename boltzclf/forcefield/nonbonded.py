@@ -95,5 +95,6 @@ class Nonbonded(nn.Module):
         """Energy ``(B,)`` in kJ/mol of positions ``x`` ``(B, n_atoms, 3)`` in nm."""
         r = pair_distances(x, self.first, self.second)
         inv_r = 1.0 / r
-        s6 = (self.sigma * inv_r) ** 6
+        s2 = (self.sigma * inv_r) ** 2
+        s6 = s2 * s2 * s2
         return (self.coulomb * inv_r + self.four_epsilon * (s6 * s6 - s6)).sum(-1)

@@ -5,7 +5,6 @@ force group so per-force energies can be compared.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,37 +106,12 @@ def aldp_prmtop_obc2() -> Molecule:
 
 
 def chignolin_gbn2() -> Molecule:
-    """Chignolin (CLN025, YYDPETGTWY) built extended, protonated at pH 7, amber14 + GBn2, minimised."""
-    import PeptideBuilder
-    from Bio.PDB import PDBIO
-    from pdbfixer import PDBFixer
-
-    buffer = io.StringIO()
-    writer = PDBIO()
-    writer.set_structure(PeptideBuilder.make_extended_structure("YYDPETGTWY"))
-    writer.save(buffer)
-    fixer = PDBFixer(pdbfile=io.StringIO(buffer.getvalue()))
-    fixer.findMissingResidues()
-    fixer.findMissingAtoms()
-    fixer.addMissingAtoms()
-    fixer.addMissingHydrogens(7.0)
+    """The project's chignolin structure under amber14 + GBn2 (neck tables) instead of its OBC2."""
+    pdb = app.PDBFile(str(SYSTEMS / "chignolin_cln025.pdb"))
     forcefield = app.ForceField("amber14-all.xml", "implicit/gbn2.xml")
-    system = forcefield.createSystem(fixer.topology, nonbondedMethod=app.NoCutoff, constraints=None)
-    context = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("CPU"))
-    context.setPositions(fixer.positions)
-    openmm.LocalEnergyMinimizer.minimize(context, maxIterations=500)
-    positions = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    return Molecule(system, np.asarray(positions), fixer.topology)
-
-
-@pytest.fixture(scope="session")
-def aldp_vacuum() -> Molecule:
-    return _openmmtools("AlanineDipeptideVacuum")
-
-
-@pytest.fixture(scope="session")
-def aldp_implicit() -> Molecule:
-    return _openmmtools("AlanineDipeptideImplicit")
+    system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    positions = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    return Molecule(system, np.asarray(positions), pdb.topology)
 
 
 def project_system(name: str) -> Molecule:

@@ -14,6 +14,7 @@ from boltzclf.forcefield.expression import compile_expression
 EXPRESSIONS = [
     "-x^2 + 2^3^0.5*y",
     "x - y - z*2/3/4",
+    "x^6 + y^5 - z^8 + z^7 + x^1.5 + y^-2",
     "select(step(x-0.1), log(y)/x, 0) + delta(z) + max(x, y) - min(y, z)",
     "0.5*(1/L-1/U+0.25*(x-z^2/x)*(1/(U^2)-1/(L^2))+0.5*log(L/U)/x); U=x+z; L=max(y, D); D=abs(x-z)",
     "a*b; a=tanh(1.2e-1*x+3*x^3); b=sqrt(y)+exp(-z)+erfc(y)+recip(x)+square(z)+cube(y)",
