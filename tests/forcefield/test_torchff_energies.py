@@ -83,3 +83,18 @@ def test_force_group_energies_match_openmm_groups(aldp_implicit):
             context.setPositions(x)
             expected.append(context.getState(getEnergy=True, groups={group}).getPotentialEnergy()._value)
         np.testing.assert_allclose(energy.numpy(), expected, rtol=RTOL)
+
+
+def test_gbsaobcforce_atom_inside_a_scaled_sphere_matches():
+    """Atom 0 lies inside atom 1's scaled sphere, where the native kernel adds its extra term."""
+    system = openmm.System()
+    force = openmm.GBSAOBCForce()
+    for charge, radius, scale in [(0.5, 0.1, 0.8), (-0.3, 0.3, 1.0), (0.2, 0.15, 0.85)]:
+        system.addParticle(1.0)
+        force.addParticle(charge, radius, scale)
+    system.addForce(force)
+    xs = np.array([[[0, 0, 0], [0.05, 0, 0], [0.6, 0.1, 0]], [[0, 0, 0], [0.02, 0.03, 0], [0.3, 0.1, 0.1]]])
+    reference = openmm_reference(system, xs)
+    energy, forces = TorchForceField(system).energy_and_force(torch.tensor(xs))
+    assert max_relative(energy.numpy(), reference["total"]) <= RTOL
+    assert max_force_relative(forces.numpy(), reference["forces"]) <= RTOL
