@@ -123,6 +123,16 @@ def project_system(name: str) -> Molecule:
 
 
 @pytest.fixture(scope="session")
+def aldp_vacuum() -> Molecule:
+    return _openmmtools("AlanineDipeptideVacuum")
+
+
+@pytest.fixture(scope="session")
+def aldp_implicit() -> Molecule:
+    return _openmmtools("AlanineDipeptideImplicit")
+
+
+@pytest.fixture(scope="session")
 def chignolin() -> Molecule:
     """The project's chignolin (CLN025, amber14 + OBC2 CustomGBForce, 166 atoms)."""
     return project_system("chignolin_implicit")
