@@ -10,6 +10,11 @@ expressions (compiled by :mod:`boltzclf.forcefield.expression`), so any of them 
 * a pair energy term is summed over pairs ``i < j`` with atom ``i`` as particle 1;
 * *ParticlePair* skips the force's exclusions, *ParticlePairNoExclusions* does not.
 
+Pair terms are evaluated on a dense ``(B, N, N)`` grid (particle 1 = row) with masks, not on gathered
+pair lists: no index gathers or scatters in the backward pass, and simple fused kernels under
+``torch.compile``; memory is bounded by the chunking of
+:meth:`~boltzclf.forcefield.field.TorchForceField.energy_and_force`.
+
 Global parameters take their default values. The per-particle parameter named ``charge`` can be
 scaled by λ (:meth:`CustomGB.forward`), which is how a GB-charge solvation path is expressed.
 """
