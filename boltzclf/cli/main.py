@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "boltzclf.cli.evaluate",
     "boltzclf.cli.simulate",
     "boltzclf.cli.pmf",
+    "boltzclf.cli.validate_energy",
 )
 
 EXIT_USER_ERROR = 2

@@ -1,0 +1,82 @@
+"""Precision, device, chunking and the exclusion-honouring CustomGBForce pair types."""
+from __future__ import annotations
+
+import numpy as np
+import openmm
+import pytest
+import torch
+
+from boltzclf.forcefield import TorchForceField
+from conftest import openmm_reference, perturbed
+
+
+def test_float32_is_close_to_float64_and_stays_float32(aldp_implicit):
+    field = TorchForceField(aldp_implicit.system)
+    x = torch.tensor(perturbed(aldp_implicit, 16, 0.01, seed=10))
+    e64, f64 = field.energy_and_force(x)
+    e32, f32 = field.energy_and_force(x.float())
+    assert e32.dtype == f32.dtype == torch.float32
+    np.testing.assert_allclose(e32.double().numpy(), e64.numpy(), rtol=1e-5)
+    scale = f64.abs().amax(dim=(1, 2), keepdim=True)
+    assert float(((f32.double() - f64).abs() / scale).max()) < 1e-4
+
+
+def test_chunking_does_not_change_results(aldp_implicit):
+    field = TorchForceField(aldp_implicit.system)
+    x = torch.tensor(perturbed(aldp_implicit, 23, 0.01, seed=11))
+    lam = torch.linspace(0, 1, 23, dtype=torch.float64)
+    whole = field.energy_and_force(x, gb_scale=lam, chunk_size=1000)
+    chunked = field.energy_and_force(x, gb_scale=lam, chunk_size=5)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9)
+
+
+def test_forces_are_minus_the_gradient_of_the_differentiable_energy(aldp_implicit):
+    field = TorchForceField(aldp_implicit.system)
+    x = torch.tensor(perturbed(aldp_implicit, 4, 0.01, seed=12), requires_grad=True)
+    (gradient,) = torch.autograd.grad(field(x).sum(), x)
+    torch.testing.assert_close(field.energy_and_force(x)[1], -gradient)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(aldp_implicit):
+    field = TorchForceField(aldp_implicit.system)
+    x = torch.tensor(perturbed(aldp_implicit, 64, 0.01, seed=13))
+    energy, force = field.energy_and_force(x.cuda(), gb_scale=0.5)
+    assert energy.device.type == "cuda"
+    expected = field.energy_and_force(x, gb_scale=0.5)
+    torch.testing.assert_close(energy.cpu(), expected[0], rtol=1e-10, atol=1e-8)
+    torch.testing.assert_close(force.cpu(), expected[1], rtol=1e-10, atol=1e-8)
+
+
+def test_custom_gb_pair_types_with_exclusions_match_openmm(aldp_implicit):
+    """The app GB force rewritten with exclusion-honouring ParticlePair terms and bond exclusions."""
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(aldp_implicit.system))
+    gb = next(f for f in system.getForces() if isinstance(f, openmm.CustomGBForce))
+    for k in range(gb.getNumComputedValues()):
+        name, expression, kind = gb.getComputedValueParameters(k)
+        if kind != openmm.CustomGBForce.SingleParticle:
+            gb.setComputedValueParameters(k, name, expression, openmm.CustomGBForce.ParticlePair)
+    for k in range(gb.getNumEnergyTerms()):
+        expression, kind = gb.getEnergyTermParameters(k)
+        if kind != openmm.CustomGBForce.SingleParticle:
+            gb.setEnergyTermParameters(k, expression, openmm.CustomGBForce.ParticlePair)
+    for bond in aldp_implicit.topology.bonds():
+        gb.addExclusion(bond[0].index, bond[1].index)
+    xs = perturbed(aldp_implicit, 10, 0.01, seed=14)
+    energy = TorchForceField(system)(torch.tensor(xs)).numpy()
+    expected = openmm_reference(system, xs)["total"]
+    np.testing.assert_allclose(energy, expected, rtol=1e-5)
+    unexcluded = openmm_reference(aldp_implicit.system, xs)["total"]
+    assert np.all(np.abs(expected - unexcluded) > 1.0)  # the exclusions matter
+
+
+@pytest.mark.slow
+def test_compiled_evaluation_matches_eager(aldp_implicit):
+    field = TorchForceField(aldp_implicit.system)
+    x = torch.tensor(perturbed(aldp_implicit, 13, 0.01, seed=15))
+    lam = torch.linspace(0, 1, 13, dtype=torch.float64)
+    eager = field.energy_and_force(x, gb_scale=lam, chunk_size=8)
+    compiled = field.energy_and_force(x, gb_scale=lam, chunk_size=8, compiled=True)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-8)
