@@ -5,7 +5,8 @@ Two ways in, same units as the OpenMM bridge (reduced energies in kT, forces in 
 * :class:`TorchEnergyTarget` — the :class:`~boltzclf.targets.protocol.EnergyTarget` protocol natively
   in torch: follows the input's device and dtype and keeps the autograd graph (second derivatives,
   ∂u/∂λ). Build one from a loaded system with :func:`torch_target`.
-* :class:`TorchBridge` — the numpy ``Bridge`` interface of :mod:`boltzclf.openmm.bridge`, registered
+* :class:`TorchBridge` — the ``Bridge`` interface of :mod:`boltzclf.openmm.bridge` (numpy inside,
+  shared autograd wrapper), registered
   under the name ``"torch"``, so ``load_system(path, backend="torch")`` and every bridge user get it
   with the same energy policy (non-finite / huge energy handling) as the OpenMM backend.
 """
@@ -18,7 +19,7 @@ import torch
 from boltzclf.core.device import resolve_device
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.forcefield.field import TorchForceField
-from boltzclf.openmm.bridge import kt_kj_per_mol, register_backend
+from boltzclf.openmm.bridge import kt_kj_per_mol, reduced_energy, reduced_force, register_backend
 from boltzclf.openmm.policy import EnergyPolicy, EnergyStats, apply_policy
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -120,6 +121,14 @@ class TorchBridge:
         energy = energy.to("cpu", torch.float64).numpy() / self.kT
         force = force.to("cpu", torch.float64).numpy() / self.kT
         return apply_policy(energy, force, self.policy, self.stats)
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable reduced energy ``(B,)`` [kT] (policy applied; backward uses the forces)."""
+        return reduced_energy(x, self)
+
+    def force(self, x: torch.Tensor) -> torch.Tensor:
+        """``-∇u`` ``(B, N, 3)`` [kT/nm] (policy applied)."""
+        return reduced_force(x, self)
 
     def close(self) -> None:
         """Nothing to release (present for the ``Bridge`` interface)."""
