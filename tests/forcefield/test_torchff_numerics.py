@@ -38,8 +38,9 @@ def test_forces_are_minus_the_gradient_of_the_differentiable_energy(aldp_implici
     torch.testing.assert_close(field.energy_and_force(x)[1], -gradient)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_cuda_matches_cpu(aldp_implicit):
+    assert torch.cuda.is_available(), "the gpu tests need a CUDA device (run them with -m gpu on a GPU machine)"
     field = TorchForceField(aldp_implicit.system)
     x = torch.tensor(perturbed(aldp_implicit, 64, 0.01, seed=13))
     energy, force = field.energy_and_force(x.cuda(), gb_scale=0.5)
