@@ -1,7 +1,10 @@
 """Build an OpenMM ``System``, topology and positions from a validated :class:`SystemSpec`."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +46,19 @@ def build(spec: SystemSpec) -> BuiltSystem:
     raise BoltzclfError(f"{spec.path}: unsupported source {type(spec.source).__name__}")
 
 
+def quiet_openmmtools():
+    """Import :mod:`openmmtools` without the banners its pymbar import prints."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import openmmtools
+        import openmmtools.multistate  # noqa: F401  (pulls in pymbar, the source of the banners)
+        import openmmtools.testsystems  # noqa: F401
+    return openmmtools
+
+
 def _from_openmmtools(source: OpenMMToolsSource, where: str) -> BuiltSystem:
-    from openmmtools import testsystems
+    testsystems = quiet_openmmtools().testsystems
 
     cls = getattr(testsystems, source.testsystem, None)
     if not (isinstance(cls, type) and issubclass(cls, testsystems.TestSystem)):

@@ -19,6 +19,7 @@ import openmm
 import openmm.unit as unit
 from tqdm.auto import tqdm
 
+from boltzclf.openmm.builders import quiet_openmmtools
 from boltzclf.openmm.md import MDConfig, write_outputs
 from boltzclf.openmm.system import MolecularSystem
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def _sampler(system: MolecularSystem, config: MDConfig, storage: Path):
+    quiet_openmmtools()
     from openmmtools import cache, mcmc, multistate, states
 
     cache.global_context_cache.platform = openmm.Platform.getPlatformByName(config.platform)
