@@ -47,13 +47,17 @@ def build(spec: SystemSpec) -> BuiltSystem:
 
 
 def quiet_openmmtools():
-    """Import :mod:`openmmtools` without the banners its pymbar import prints."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import openmmtools
-        import openmmtools.multistate  # noqa: F401  (pulls in pymbar, the source of the banners)
-        import openmmtools.testsystems  # noqa: F401
+    """Import :mod:`openmmtools` without the banners its pymbar import prints and logs."""
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import openmmtools
+            import openmmtools.multistate  # noqa: F401  (pulls in pymbar, the source of the banners)
+            import openmmtools.testsystems  # noqa: F401
+    finally:
+        logging.disable(logging.NOTSET)
     return openmmtools
 
 
