@@ -58,7 +58,12 @@ class ContextEvaluator:
 
 def _worker_main(conn: Connection, system_xml: str, platform: str) -> None:
     """Worker process loop: receive position arrays, send back (energy, force) or an error string."""
-    evaluator = ContextEvaluator(openmm.XmlSerializer.deserialize(system_xml), platform, threads=1)
+    try:
+        evaluator = ContextEvaluator(openmm.XmlSerializer.deserialize(system_xml), platform, threads=1)
+    except Exception as exc:  # e.g. an unknown platform: tell the parent why, then stop
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        conn.close()
+        return
     conn.send(("ready", None))
     while True:
         message = conn.recv()
@@ -92,8 +97,11 @@ class ContextPool:
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
-        for conn in self._conns:
-            self._receive(conn)
+        try:
+            self._receive_all(self._conns)
+        except BoltzclfError:
+            self.close()
+            raise
         log.debug("started %d OpenMM workers on %s", n_workers, platform)
 
     @property
@@ -105,17 +113,23 @@ class ContextPool:
         chunks = [c for c in np.array_split(x, self.n_workers) if len(c)]
         for conn, chunk in zip(self._conns, chunks):
             conn.send(chunk)
-        results = [self._receive(conn) for conn in self._conns[: len(chunks)]]
+        results = self._receive_all(self._conns[: len(chunks)])
         return (np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]))
 
-    def _receive(self, conn: Connection):
-        try:
-            status, payload = conn.recv()
-        except EOFError:
-            raise BoltzclfError("an OpenMM worker process died") from None
-        if status == "error":
-            raise BoltzclfError(f"OpenMM worker failed: {payload}")
-        return payload
+    @staticmethod
+    def _receive_all(conns: list[Connection]) -> list:
+        """Every worker's reply, read in full before raising the first error, so no stale reply is
+        left in a pipe for the next batch."""
+        replies = []
+        for conn in conns:
+            try:
+                replies.append(conn.recv())
+            except EOFError:
+                replies.append(("error", "the worker process died"))
+        errors = [payload for status, payload in replies if status == "error"]
+        if errors:
+            raise BoltzclfError(f"OpenMM worker failed: {errors[0]}")
+        return [payload for _, payload in replies]
 
     def close(self) -> None:
         """Stop the workers."""

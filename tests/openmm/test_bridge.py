@@ -157,3 +157,19 @@ def test_a_registered_backend_is_used_by_load_system():
     register_backend("constant-test", Constant)
     system = load_system(SYSTEMS_DIR / "alanine_dipeptide_vacuum.yaml", backend="constant-test")
     assert system.energy(torch.zeros(2, 22, 3, dtype=torch.float64)).tolist() == [7.0, 7.0]
+
+
+def test_pool_worker_errors_are_clear_and_leave_no_stale_replies(systems):
+    from boltzclf.openmm.pool import ContextPool
+
+    system = systems["alanine_dipeptide_vacuum"]
+    with pytest.raises(BoltzclfError, match="platform 'NoSuchPlatform' is not available"):
+        ContextPool(system.system, 1, "NoSuchPlatform")
+    with ContextPool(system.system, 2) as pool:
+        x = np.repeat(system.positions[None], 4, axis=0)
+        with pytest.raises(BoltzclfError, match="OpenMM worker failed"):
+            pool.evaluate(x.reshape(4, -1))  # both workers fail on the flattened positions
+        moved = x * 1.01
+        energy, _ = pool.evaluate(moved)  # the replies of this batch, not of the failed one
+        expected, _ = ContextEvaluator(system.system).evaluate(moved)
+        np.testing.assert_allclose(energy, expected, rtol=1e-6)
