@@ -4,7 +4,8 @@ import math
 import torch
 
 from boltzclf.diffusion import StochasticInterpolant, VariancePreserving
-from boltzclf.targets.gmm import GaussianMixture, interpolant_marginal, marginal_log_prob, mog40, two_modes
+from boltzclf.targets.gmm import GaussianMixture, interpolant_marginal, marginal_log_prob, marginal_score, mog40, \
+    two_modes
 
 
 def test_log_prob_is_normalised_in_1d():
@@ -73,3 +74,13 @@ def test_batched_marginal_equals_scalar_marginal():
     batched = marginal_log_prob(mix, vp, t, x)
     single = torch.stack([mix.noised(vp, float(ti)).log_prob(xi[None])[0] for ti, xi in zip(t, x)])
     assert torch.allclose(batched, single)
+
+
+def test_batched_marginal_score_is_gradient_of_marginal_log_prob():
+    si, vp = StochasticInterpolant(0.8), VariancePreserving()
+    start, end = two_modes(2), mog40(2)
+    t = torch.tensor([0.05, 0.3, 0.6, 0.95], dtype=torch.float64)
+    for process, other in ((vp, None), (si, end)):
+        x = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(marginal_log_prob(start, process, t, x, other).sum(), x)
+        assert torch.allclose(marginal_score(start, process, t, x.detach(), other), grad)

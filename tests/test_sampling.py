@@ -1,7 +1,6 @@
 """Ancestral reverse-diffusion sampling with exact scores recovers the target (weights and moments)."""
 import math
 
-import torch
 
 from boltzclf.diffusion import VariancePreserving, log_snr_grid
 from boltzclf.models.analytic import MixtureMarginalEnergy

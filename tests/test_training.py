@@ -74,13 +74,19 @@ def test_free_energies_are_gauge_fixed_and_learned(tmp_path):
 
 
 def test_warm_start_loads_weights(tmp_path):
+    import dataclasses
+
     train_experiment(_config(steps=4, loss="dsm"), tmp_path / "pre", CPU)
-    pre = checkpoint.load(tmp_path / "pre" / "checkpoint.pt")
-    config = _config(steps=0 + 1, warm_start=str(tmp_path / "pre" / "checkpoint.pt"))
-    model = train_experiment(config, tmp_path / "fine", CPU)
-    # one step of lr 1e-3 from the warm-start weights stays close; from scratch it would not
-    w_pre = pre["ema"]["network.input.weight"]
-    assert (model.state_dict()["network.input.weight"] - w_pre).abs().max() < 1e-2
+    w_pre = checkpoint.load(tmp_path / "pre" / "checkpoint.pt")["ema"]["network.input.weight"]
+
+    def one_step(warm_start, name):
+        config = _config(steps=1, warm_start=warm_start)
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=1))
+        return train_experiment(config, tmp_path / name, CPU).state_dict()["network.input.weight"]
+
+    warm = one_step(str(tmp_path / "pre" / "checkpoint.pt"), "warm")
+    cold = one_step(None, "cold")  # another seed: a different initialisation
+    assert (warm - w_pre).abs().max() < 1e-2 < (cold - w_pre).abs().max()
 
 
 def test_warm_start_from_incompatible_checkpoint_is_a_clear_error(tmp_path):
@@ -143,3 +149,25 @@ def test_non_finite_losses_are_skipped_counted_and_fatal_when_persistent(tmp_pat
 
     with pytest.raises(BoltzclfError, match="10 consecutive non-finite losses"):
         _train_with(_nan_loss_on(set(range(1, 100))), tmp_path / "all", steps=20)
+
+
+def test_partly_written_log_line_is_dropped_on_resume(tmp_path):
+    config = _config()
+    with pytest.raises(Killed):
+        train_experiment(config, tmp_path / "run", CPU, on_step=_kill_at(7))
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 8, "lo')  # a kill in the middle of an append
+    train_experiment(config, tmp_path / "run", CPU)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8, 10, 12]
+
+
+def test_resume_on_another_device_is_a_clear_error(tmp_path):
+    config = _config()
+    with pytest.raises(Killed):
+        train_experiment(config, tmp_path / "run", CPU, on_step=_kill_at(5))
+    state = checkpoint.load(tmp_path / "run" / "checkpoint.pt")
+    state["rng"]["generator_device"] = "cuda"  # as if trained on a GPU
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="trained on cuda; resume it with --device cuda"):
+        train_experiment(config, tmp_path / "run", CPU)

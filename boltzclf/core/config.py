@@ -60,7 +60,7 @@ def require(condition: bool, key: str, message: str) -> None:
         raise InvalidValue(key, message)
 
 
-def from_mapping(cls: type[T], data: Any, where: str) -> T:
+def from_mapping(cls: type[T], data: Any, where: str, key: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, validating keys, types and values.
 
     Parameters
@@ -73,8 +73,10 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     where
         The source named in error messages (usually the file path). Messages read
         ``"<where>: <dotted.key>: <problem>"``.
+    key
+        Dotted key of ``data`` inside that source, when it is a sub-mapping (e.g. ``"source"``).
     """
-    return _build(cls, data, _Location(where, ""))
+    return _build(cls, data, _Location(where, key))
 
 
 class _Location:

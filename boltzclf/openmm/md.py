@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -63,12 +64,15 @@ class MDConfig:
     max_temperature: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for key in ("ns", "temperature", "timestep_fs", "friction_per_ps", "stride_ps"):
-            require(getattr(self, key) > 0, f"--{key.split('_')[0]}", "must be positive")
+        flags = {"ns": "--ns", "temperature": "--temperature", "timestep_fs": "--timestep-fs",
+                 "friction_per_ps": "--friction", "stride_ps": "--stride-ps"}
+        for key, flag in flags.items():
+            require(getattr(self, key) > 0, flag, "must be positive")
         require(self.equilibration_ps >= 0, "--equilibration-ps", "must be >= 0")
         require(self.threads >= 1 and self.checkpoint_frames >= 1, "--threads/--checkpoint-frames",
                 "must be >= 1")
-        require(self.stride_steps * self.timestep_fs == self.stride_ps * 1000.0, "--stride-ps",
+        require(math.isclose(self.stride_steps * self.timestep_fs, self.stride_ps * 1000.0, abs_tol=1e-9),
+                "--stride-ps",
                 f"must be a whole number of {self.timestep_fs} fs timesteps")
         require(self.replicas >= 1, "--replicas", "must be >= 1")
         require(self.replicas == 1 or (self.max_temperature or 0) > self.temperature,

@@ -61,9 +61,9 @@ class PDBSource:
     nonbonded_cutoff: Optional[float] = None
 
     def __post_init__(self) -> None:
-        require(len(self.forcefield) > 0, "source.forcefield", "name at least one force-field XML file")
+        require(len(self.forcefield) > 0, "forcefield", "name at least one force-field XML file")
         require(self.nonbonded_cutoff is None or self.nonbonded_cutoff > 0,
-                "source.nonbonded_cutoff", "must be positive (nm) or null")
+                "nonbonded_cutoff", "must be positive (nm) or null")
 
 
 _SOURCES = {"openmmtools": OpenMMToolsSource, "pdb": PDBSource}
@@ -97,8 +97,8 @@ class SystemSpec:
     path: str = ""
 
     def __post_init__(self) -> None:
-        require(self.temperature > 0, f"{self.path}: temperature", "must be positive (K)")
-        require(bool(self.name), f"{self.path}: name", "must not be empty")
+        require(self.temperature > 0, "temperature", "must be positive (K)")
+        require(bool(self.name), "name", "must not be empty")
 
 
 def load_spec(path: str | os.PathLike) -> SystemSpec:
@@ -117,7 +117,7 @@ def load_spec(path: str | os.PathLike) -> SystemSpec:
         raise ConfigError(f"{path}: kind: {kind!r} is not one of {', '.join(map(repr, _SOURCES))}")
     if "path" in data:
         raise ConfigError(f"{path}: unknown key 'path'")
-    source = from_mapping(_SOURCES[kind], data.get("source"), f"{path}: source")
+    source = from_mapping(_SOURCES[kind], data.get("source"), str(path), key="source")
     if isinstance(source, PDBSource):
         source = _resolve_files(source, path)
     spec = from_mapping(SystemSpec, {**data, "source": None, "path": str(path)}, str(path))

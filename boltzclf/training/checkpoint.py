@@ -27,7 +27,8 @@ def save(path: str | Path, *, config: dict, step: int, model, ema, optimizer, ge
         "ema": ema.shadow.state_dict() if ema is not None else None,
         "free_energies": model.free_energies.detach().cpu(),
         "optimizer": optimizer.state_dict(),
-        "rng": {"generator": generator.get_state(), "torch_cpu": torch.get_rng_state()},
+        "rng": {"generator": generator.get_state(), "generator_device": generator.device.type,
+                "torch_cpu": torch.get_rng_state()},
     })
 
 

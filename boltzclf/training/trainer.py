@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from boltzclf.core import atomic
-from boltzclf.core.errors import BoltzclfError
+from boltzclf.core.errors import BoltzclfError, CheckpointError
 from boltzclf.training import checkpoint
 from boltzclf.training.config import TrainingConfig
 from boltzclf.training.ema import EMA
@@ -119,6 +119,10 @@ def _resume(path: Path, model, ema, optimizer, generator) -> int:
             raise BoltzclfError(f"{path}: saved without EMA but the config enables it")
         checkpoint.load_weights(ema.shadow, state["ema"], path)
     optimizer.load_state_dict(state["optimizer"])
+    saved_device = state["rng"]["generator_device"]
+    if saved_device != generator.device.type:
+        raise CheckpointError(f"{path}: the run was trained on {saved_device}; resume it with --device "
+                              f"{saved_device} (exact resume needs the same device's random stream)")
     generator.set_state(state["rng"]["generator"])
     torch.set_rng_state(state["rng"]["torch_cpu"])
     log.info("resumed from %s at step %d", path, state["step"])
@@ -150,9 +154,17 @@ def _append_log(path: Path, step: int, running: dict) -> dict:
     return record
 
 
+def _logged_step(line: str) -> float:
+    """The step of a log line; a blank or partly written line (killed mid-append) sorts past any step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    lines = [ln for ln in path.read_text().splitlines() if _logged_step(ln) <= step]
     atomic.write_text(path, "".join(line + "\n" for line in lines))
