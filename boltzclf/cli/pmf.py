@@ -78,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     from boltzclf.estimators.pmf import basin_minima, histogram_free_energy
     from boltzclf.openmm import load_system
     from boltzclf.openmm.cvs import make_cv
-    from boltzclf.openmm.md import write_npz
     from boltzclf.plots.pmf import pmf_figure
 
     system = load_system(args.system)
@@ -120,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if surface is not None:
         arrays.update(surface_free_energy=surface.free_energy, surface_stderr=surface.stderr)
     arrays["cv_values"] = values
-    write_npz(out / "pmf.npz", **arrays)
+    atomic.save_npz(out / "pmf.npz", **arrays)
     labels = [f"{cv.name} / {'deg' if cv.periodic else cv.unit}" for cv in cvs]
     atomic.save_figure(out / "pmf.png", pmf_figure(surface, profiles, labels, [cv.periodic for cv in cvs]))
     atomic.write_json(out / "pmf.json", results)

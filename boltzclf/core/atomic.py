@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 
@@ -26,7 +27,8 @@ _UMASK = _read_umask()  # read once, at import, so no write ever changes the pro
 def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the temporary name keeps the target's suffix: writers such as np.savez and mdtraj go by it
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -57,6 +59,16 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 def torch_save(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically :func:`torch.save` ``obj`` (plain tensors and containers only; no pickled code)."""
     return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_npz(path: str | os.PathLike, **arrays) -> Path:
+    """Atomically write ``arrays`` with :func:`numpy.savez` (``path`` should end in ``.npz``)."""
+    return _atomic(path, lambda tmp: np.savez(tmp, **arrays))
+
+
+def save_with(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
+    """Atomically write ``path`` with ``writer(temporary_path)``, e.g. ``trajectory.save_dcd``."""
+    return _atomic(path, writer)
 
 
 def save_figure(path: str | os.PathLike, figure) -> Path:

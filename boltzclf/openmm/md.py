@@ -206,9 +206,9 @@ def write_outputs(system: MolecularSystem, config: MDConfig, out: Path, position
     """
     time_ps = config.stride_ps * np.arange(1, len(positions) + 1)
     trajectory = mdtraj.Trajectory(positions, system.mdtraj_topology, time=time_ps)
-    _atomic_mdtraj(trajectory, out / "trajectory.dcd", "save_dcd")
-    _atomic_mdtraj(mdtraj.Trajectory(system.positions, system.mdtraj_topology), out / "topology.pdb", "save_pdb")
-    write_npz(out / "energies.npz", time=time_ps, reduced_energy=reduced_energy,
+    atomic.save_with(out / "trajectory.dcd", trajectory.save_dcd)
+    atomic.save_with(out / "topology.pdb", mdtraj.Trajectory(system.positions, system.mdtraj_topology).save_pdb)
+    atomic.save_npz(out / "energies.npz", time=time_ps, reduced_energy=reduced_energy,
                 potential_energy=potential_energy)
     results = {
         "system": system.spec.name,
@@ -228,16 +228,3 @@ def write_outputs(system: MolecularSystem, config: MDConfig, out: Path, position
     }
     atomic.write_json(out / "results.json", results)
     return results
-
-
-def _atomic_mdtraj(trajectory: mdtraj.Trajectory, path: Path, method: str) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    getattr(trajectory, method)(str(tmp))
-    os.replace(tmp, path)
-
-
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Atomically write numpy arrays to an ``.npz`` file."""
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
