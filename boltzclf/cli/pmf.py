@@ -48,18 +48,6 @@ def _trajectory_files(path: Path, top: Path | None) -> tuple[Path, Path | None]:
     return path, top
 
 
-def _load_frames(path: Path, top: Path | None, system) -> np.ndarray:
-    import mdtraj
-
-    try:
-        traj = mdtraj.load(str(path), top=str(top) if top else system.mdtraj_topology)
-    except Exception as exc:
-        raise BoltzclfError(f"{path}: cannot read trajectory: {exc}") from None
-    if traj.n_atoms != system.n_atoms:
-        raise BoltzclfError(f"{path}: has {traj.n_atoms} atoms, system {system.spec.name} has {system.n_atoms}")
-    return traj.xyz.astype(np.float64)
-
-
 def _log_weights(path: Path | None, n_frames: int) -> np.ndarray | None:
     if path is None:
         return None
@@ -86,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise BoltzclfError(f"--cv {args.cv}: give one or two CV names")
     cvs = [make_cv(n, system.mdtraj_topology, system.positions) for n in names]
     traj_path, top = _trajectory_files(args.trajectory, args.top)
-    frames = _load_frames(traj_path, top, system)
+    frames = system.load_frames(traj_path, top)
     log_w = _log_weights(args.log_weights, len(frames))
     inputs = [p for p in (traj_path, top, args.system, args.log_weights) if p is not None]
     config = {"command": "pmf", "trajectory": str(traj_path.resolve()), "system": str(args.system.resolve()),

@@ -37,18 +37,13 @@ def register(subparsers) -> None:
 
 
 def _trajectory_frames(path: Path, system, max_frames: int) -> np.ndarray:
-    import mdtraj
-
-    if not path.exists():
-        raise BoltzclfError(f"--traj {path}: no such file")
+    """At most ``max_frames`` evenly spaced frames of ``--traj`` [nm]."""
     try:
-        traj = mdtraj.load(str(path), top=system.mdtraj_topology)
-    except Exception as exc:  # mdtraj raises many types for unreadable or mismatched files
-        raise BoltzclfError(f"--traj {path}: cannot read it with the system's topology ({exc})") from None
-    if traj.n_atoms != system.n_atoms:
-        raise BoltzclfError(f"--traj {path}: {traj.n_atoms} atoms, the system has {system.n_atoms}")
-    keep = np.unique(np.linspace(0, traj.n_frames - 1, min(max_frames, traj.n_frames)).astype(int))
-    return traj.xyz[keep].astype(np.float64)
+        frames = system.load_frames(path)
+    except BoltzclfError as exc:
+        raise BoltzclfError(f"--traj {exc}") from None
+    keep = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).astype(int))
+    return frames[keep]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import openmm
 import openmm.app as app
 import torch
 
+from boltzclf.core.errors import BoltzclfError
 from boltzclf.openmm.bridge import Bridge, kt_kj_per_mol, make_bridge
 from boltzclf.openmm.builders import build
 from boltzclf.openmm.spec import SystemSpec, load_spec
@@ -76,6 +77,26 @@ class MolecularSystem:
         if self._bridge is None:
             self._bridge = make_bridge(self, **self._bridge_options)
         return self._bridge
+
+    def load_frames(self, path: str | os.PathLike, top: str | os.PathLike | None = None) -> np.ndarray:
+        """Frames ``(F, n_atoms, 3)`` [nm, float64] of a trajectory file mdtraj reads.
+
+        ``top`` is a topology file; by default the system's own topology is used (DCD, XTC...).
+
+        Raises
+        ------
+        BoltzclfError
+            If the file is missing or unreadable, or its atom count differs from the system's.
+        """
+        if not os.path.exists(path):
+            raise BoltzclfError(f"{path}: trajectory not found")
+        try:
+            traj = mdtraj.load(str(path), top=str(top) if top else self.mdtraj_topology)
+        except Exception as exc:  # mdtraj raises many types for unreadable or mismatched files
+            raise BoltzclfError(f"{path}: cannot read trajectory ({exc})") from None
+        if traj.n_atoms != self.n_atoms:
+            raise BoltzclfError(f"{path}: has {traj.n_atoms} atoms, system {self.spec.name} has {self.n_atoms}")
+        return traj.xyz.astype(np.float64)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """Reduced energy ``(B,)`` [kT] of ``x`` ``(B, n_atoms, 3)`` [nm]; differentiable."""
