@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from boltzclf.core.errors import BoltzclfError
+from boltzclf.forcefield.bonded import dihedral as atom_chain_dihedral
 
 #: Best–Hummer–Eaton switching: steepness β [1/nm], tolerance λ, native cutoff [nm], min separation.
 Q_BETA, Q_LAMBDA, Q_CUTOFF, Q_MIN_SEPARATION = 50.0, 1.8, 0.45, 3
@@ -30,12 +31,9 @@ Q_BETA, Q_LAMBDA, Q_CUTOFF, Q_MIN_SEPARATION = 50.0, 1.8, 0.45, 3
 def dihedral(x: torch.Tensor, quads: torch.Tensor) -> torch.Tensor:
     """Dihedral angles ``(B, K)`` in radians (−π, π] of atom quadruples ``quads`` ``(K, 4)``.
 
-    Same sign convention as :func:`mdtraj.compute_dihedrals`.
+    Same sign convention as :func:`mdtraj.compute_dihedrals` and OpenMM (the force field's formula).
     """
-    p0, p1, p2, p3 = (x[:, quads[:, i]] for i in range(4))
-    b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
-    n1, n2 = torch.cross(b0, b1, dim=-1), torch.cross(b1, b2, dim=-1)
-    return torch.atan2(b1.norm(dim=-1) * (b0 * n2).sum(-1), (n1 * n2).sum(-1))
+    return atom_chain_dihedral(*(x[:, quads[:, i]] for i in range(4)))
 
 
 def distance(x: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:

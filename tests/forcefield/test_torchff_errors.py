@@ -50,29 +50,29 @@ def test_gb_cutoff_is_refused(aldp_implicit):
         TorchForceField(system)
 
 
-def test_continuous_tabulated_function_is_refused():
+def _one_particle_gb_system(energy: str, table=None) -> openmm.System:
+    """A one-particle system whose CustomGBForce has the single-particle energy ``energy``."""
     system = openmm.System()
     system.addParticle(1.0)
     force = openmm.CustomGBForce()
     force.addPerParticleParameter("q")
-    force.addTabulatedFunction("table", openmm.Continuous1DFunction([0.0, 1.0, 2.0], 0.0, 1.0))
-    force.addEnergyTerm("table(q)", openmm.CustomGBForce.SingleParticle)
+    if table is not None:
+        force.addTabulatedFunction("table", table)
+    force.addEnergyTerm(energy, openmm.CustomGBForce.SingleParticle)
     force.addParticle([0.5])
     system.addForce(force)
+    return system
+
+
+def test_continuous_tabulated_function_is_refused():
+    system = _one_particle_gb_system("table(q)", openmm.Continuous1DFunction([0.0, 1.0, 2.0], 0.0, 1.0))
     with pytest.raises(BoltzclfError, match="Continuous1DFunction is not supported"):
         TorchForceField(system)
 
 
 def test_unknown_variable_in_gb_expression_is_named():
-    system = openmm.System()
-    system.addParticle(1.0)
-    force = openmm.CustomGBForce()
-    force.addPerParticleParameter("q")
-    force.addEnergyTerm("q*bogus", openmm.CustomGBForce.SingleParticle)
-    force.addParticle([0.5])
-    system.addForce(force)
     with pytest.raises(BoltzclfError, match="unknown variable.*bogus"):
-        TorchForceField(system)
+        TorchForceField(_one_particle_gb_system("q*bogus"))
 
 
 @pytest.mark.parametrize("shape", [(2, 21, 3), (22, 3), (2, 22, 2)])
