@@ -10,10 +10,11 @@ expressions (compiled by :mod:`boltzclf.forcefield.expression`), so any of them 
 * a pair energy term is summed over pairs ``i < j`` with atom ``i`` as particle 1;
 * *ParticlePair* skips the force's exclusions, *ParticlePairNoExclusions* does not.
 
-Pair terms are evaluated on a dense ``(B, N, N)`` grid (particle 1 = row) with masks, not on gathered
-pair lists: no index gathers or scatters in the backward pass, and simple fused kernels under
-``torch.compile``; memory is bounded by the chunking of
-:meth:`~boltzclf.forcefield.field.TorchForceField.energy_and_force`.
+Pair terms are evaluated on a dense ``(N, N, B)`` grid (particle 1 = row, batch last) with masks, not
+on gathered pair lists: no index gathers or scatters in the backward pass, and, with the batch as the
+contiguous axis, simple vectorised fused kernels under ``torch.compile``; memory is bounded by the
+chunking of :meth:`~boltzclf.forcefield.field.TorchForceField.energy_and_force`. Per-atom values are
+``(N, B)`` (or ``(N, 1)`` for parameters, broadcast along the batch).
 
 Global parameters take their default values. The per-particle parameter named ``charge`` can be
 scaled by λ (:meth:`CustomGB.forward`), which is how a GB-charge solvation path is expressed.
@@ -61,7 +62,7 @@ def _lookup(values: torch.Tensor, sizes: tuple[int, ...]) -> Callable[..., torch
     return table
 
 
-def _broadcast(value: torch.Tensor | float, shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+def _broadcast(value: torch.Tensor | float, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """``value`` (constant, per-atom/per-pair or batched) broadcast to ``shape`` on ``like``'s dtype/device."""
     return torch.broadcast_to(torch.as_tensor(value, dtype=like.dtype, device=like.device), shape)
 
@@ -93,7 +94,8 @@ class CustomGB(nn.Module):
         self.parameter_names = [force.getPerParticleParameterName(k)
                                 for k in range(force.getNumPerParticleParameters())]
         params = np.array([force.getParticleParameters(i) for i in range(n)], float).reshape(n, -1)
-        self.register_buffer("params", torch.as_tensor(params), persistent=False)
+        # (n_parameters, N, 1): each parameter a column that broadcasts along the batch
+        self.register_buffer("params", torch.as_tensor(params.T.copy()[:, :, None]), persistent=False)
         self.globals = {force.getGlobalParameterName(k): force.getGlobalParameterDefaultValue(k)
                         for k in range(force.getNumGlobalParameters())}
         self._register_tables(force)
@@ -123,7 +125,7 @@ class CustomGB(nn.Module):
             self.table_sizes[name] = sizes
 
     def _register_pairs(self, force: openmm.CustomGBForce, n: int) -> None:
-        """Dense ``(N, N)`` masks of the pairs each kind of term runs over."""
+        """Dense ``(N, N, 1)`` masks of the pairs each kind of term runs over."""
         excluded = np.zeros((n, n), bool)
         for k in range(force.getNumExclusions()):
             i, j = force.getExclusionParticles(k)
@@ -133,7 +135,7 @@ class CustomGB(nn.Module):
         for name, mask in (("computed_mask", distinct & ~excluded), ("computed_mask_all", distinct),
                            ("energy_mask", upper & ~excluded), ("energy_mask_all", upper),
                            ("diagonal", ~distinct)):
-            self.register_buffer(name, torch.as_tensor(mask), persistent=False)
+            self.register_buffer(name, torch.as_tensor(mask[:, :, None]), persistent=False)
 
     def _check_variables(self, expr: Expression, known: set[str], kind: int, what: str) -> None:
         if kind == SINGLE:
@@ -152,17 +154,18 @@ class CustomGB(nn.Module):
         """Whether the force has a per-particle ``charge`` parameter that λ can scale."""
         return CHARGE_PARAMETER in self.parameter_names
 
-    def forward(self, x: torch.Tensor, charge_scale: torch.Tensor | float | None = None) -> torch.Tensor:
+    def forward(self, xt: torch.Tensor, charge_scale: torch.Tensor | float | None = None) -> torch.Tensor:
         """Energy ``(B,)`` in kJ/mol.
 
         Parameters
         ----------
-        x
-            Positions ``(B, n_atoms, 3)`` in nm (buffers must share its dtype and device).
+        xt
+            Positions ``(3, n_atoms, B)`` in nm, component-first and batch-last (buffers must share
+            its dtype and device).
         charge_scale
-            λ multiplying the ``charge`` parameter: a float or a tensor ``(B, 1)``; None for 1.
+            λ multiplying the ``charge`` parameter: a float or a tensor ``(1, B)``; None for 1.
         """
-        per_atom: dict[str, torch.Tensor | float] = dict(zip(self.parameter_names, self.params.unbind(1)))
+        per_atom: dict[str, torch.Tensor | float] = dict(zip(self.parameter_names, self.params.unbind(0)))
         if charge_scale is not None:
             if not self.scalable:
                 raise BoltzclfError(f"{self.label}: cannot scale GB charges: no per-particle parameter "
@@ -170,50 +173,50 @@ class CustomGB(nn.Module):
             per_atom[CHARGE_PARAMETER] = per_atom[CHARGE_PARAMETER] * charge_scale
         tables = {name: _lookup(getattr(self, f"table_{name}"), sizes)
                   for name, sizes in self.table_sizes.items()}
-        r = self._distances(x)
-        batch, n_atoms = x.shape[0], x.shape[1]
-        coordinates = dict(zip("xyz", x.unbind(-1)))
+        r = self._distances(xt)
+        n_atoms, batch = xt.shape[1], xt.shape[2]
+        coordinates = dict(zip("xyz", xt.unbind(0)))
         for name, expr, kind in self.computed:
             if kind == SINGLE:
                 value = expr.evaluate({**self.globals, **per_atom, **coordinates}, tables)
             else:
                 mask = self.computed_mask if kind == PAIR else self.computed_mask_all
-                value = self._masked(expr.evaluate(self._pair_env(per_atom, r), tables), mask, x).sum(-1)
-            per_atom[name] = _broadcast(value, (batch, n_atoms), x)
-        energy = x.new_zeros(batch)
+                value = self._masked(expr.evaluate(self._pair_env(per_atom, r), tables), mask, xt).sum(1)
+            per_atom[name] = _broadcast(value, (n_atoms, batch), xt)
+        energy = xt.new_zeros(batch)
         for expr, kind in self.terms:
             if kind == SINGLE:
                 term = expr.evaluate({**self.globals, **per_atom, **coordinates}, tables)
-                energy = energy + _broadcast(term, (batch, n_atoms), x).sum(-1)
+                energy = energy + _broadcast(term, (n_atoms, batch), xt).sum(0)
             else:
                 mask = self.energy_mask if kind == PAIR else self.energy_mask_all
                 term = expr.evaluate(self._pair_env(per_atom, r), tables)
-                energy = energy + self._masked(term, mask, x).sum((-2, -1))
+                energy = energy + self._masked(term, mask, xt).sum((0, 1))
         return energy
 
-    def _distances(self, x: torch.Tensor) -> torch.Tensor:
-        """All distances ``(B, N, N)`` in nm, with 1 on the diagonal so no term divides by zero there.
+    def _distances(self, xt: torch.Tensor) -> torch.Tensor:
+        """All distances ``(N, N, B)`` in nm, with 1 on the diagonal so no term divides by zero there.
 
         The diagonal is replaced before the square root, which keeps every gradient finite.
         """
-        delta = x[:, :, None, :] - x[:, None, :, :]
-        squared = (delta * delta).sum(-1)
+        delta = xt[:, :, None, :] - xt[:, None, :, :]
+        squared = (delta * delta).sum(0)
         return torch.sqrt(torch.where(self.diagonal, torch.ones_like(squared), squared))
 
     @staticmethod
-    def _masked(term: torch.Tensor | float, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Pair term ``(B, N, N)`` with entries outside ``mask`` set to zero."""
-        batch, n_atoms = x.shape[0], x.shape[1]
-        term = _broadcast(term, (batch, n_atoms, n_atoms), x)
-        return torch.where(mask, term, torch.zeros((), dtype=x.dtype, device=x.device))
+    def _masked(term: torch.Tensor | float, mask: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+        """Pair term ``(N, N, B)`` with entries outside ``mask`` set to zero."""
+        n_atoms, batch = xt.shape[1], xt.shape[2]
+        term = _broadcast(term, (n_atoms, n_atoms, batch), xt)
+        return torch.where(mask, term, torch.zeros((), dtype=xt.dtype, device=xt.device))
 
     def _pair_env(self, per_atom: dict, r: torch.Tensor) -> dict:
-        """Variables of a pair expression on the dense ``(B, N, N)`` grid: particle 1 is the row."""
+        """Variables of a pair expression on the dense ``(N, N, B)`` grid: particle 1 is the row."""
         env = {**self.globals, "r": r}
         for name, value in per_atom.items():
             if isinstance(value, torch.Tensor):
-                env[f"{name}1"] = value[..., :, None]
-                env[f"{name}2"] = value[..., None, :]
+                env[f"{name}1"] = value[:, None, :]
+                env[f"{name}2"] = value[None, :, :]
             else:
                 env[f"{name}1"] = env[f"{name}2"] = value
         return env

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from boltzclf.core.errors import BoltzclfError
+from boltzclf.forcefield.gather import AtomSelection
 from boltzclf.forcefield.pairs import pair_distances, unordered_pairs
 
 #: 1/(4π ε0) in kJ/mol·nm/e², the value OpenMM's kernels use.
@@ -86,15 +87,15 @@ class Nonbonded(nn.Module):
         super().__init__()
         _check_supported(force, label)
         pairs, params = pair_parameters(force)
-        for name, array in (("first", pairs[:, 0]), ("second", pairs[:, 1]),
-                            ("coulomb", ONE_4PI_EPS0 * params[:, 0]), ("sigma", params[:, 1]),
-                            ("four_epsilon", 4.0 * params[:, 2])):
-            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array)), persistent=False)
+        self.pairs = AtomSelection(pairs, force.getNumParticles())
+        for name, column in (("coulomb", ONE_4PI_EPS0 * params[:, 0]), ("sigma", params[:, 1]),
+                             ("four_epsilon", 4.0 * params[:, 2])):  # (n_pairs, 1): broadcast over B
+            self.register_buffer(name, torch.as_tensor(column.reshape(-1, 1).copy()), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Energy ``(B,)`` in kJ/mol of positions ``x`` ``(B, n_atoms, 3)`` in nm."""
-        r = pair_distances(x, self.first, self.second)
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        """Energy ``(B,)`` in kJ/mol of positions ``xt`` ``(3, n_atoms, B)`` in nm."""
+        r = pair_distances(xt, self.pairs)
         inv_r = 1.0 / r
         s2 = (self.sigma * inv_r) ** 2
         s6 = s2 * s2 * s2
-        return (self.coulomb * inv_r + self.four_epsilon * (s6 * s6 - s6)).sum(-1)
+        return (self.coulomb * inv_r + self.four_epsilon * (s6 * s6 - s6)).sum(0)

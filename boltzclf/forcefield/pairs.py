@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from boltzclf.forcefield.gather import AtomSelection
+
 
 def unordered_pairs(n_atoms: int) -> np.ndarray:
     """All pairs ``i < j``: int64 array ``(n_atoms (n_atoms - 1) / 2, 2)``, row-major order."""
@@ -11,7 +13,12 @@ def unordered_pairs(n_atoms: int) -> np.ndarray:
     return np.stack([i, j], axis=1).astype(np.int64)
 
 
-def pair_distances(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Distances ``(B, n_pairs)`` in nm between atoms ``first[p]`` and ``second[p]`` of ``x`` ``(B, N, 3)``."""
-    delta = x.index_select(1, second) - x.index_select(1, first)
-    return torch.sqrt((delta * delta).sum(-1))
+def pair_distances(xt: torch.Tensor, pairs: AtomSelection) -> torch.Tensor:
+    """Distances ``(n_pairs, B)`` in nm of the atom pairs that ``pairs`` selects.
+
+    ``xt`` holds positions component-first and batch-last, ``(3, N, B)`` in nm (see
+    :mod:`boltzclf.forcefield.field`); ``pairs`` selects the flattened ``(n_pairs, 2)`` pair list.
+    """
+    first, second = pairs(xt).reshape(3, -1, 2, xt.shape[2]).unbind(2)
+    delta = second - first
+    return torch.sqrt((delta * delta).sum(0))
