@@ -1,13 +1,13 @@
 """Torch force field throughput: energy+force evaluations/s at batch 1, 64, 1024, 8192 vs OpenMM.
 
     python benchmarks/torch_forcefield.py [--systems alanine_dipeptide_implicit] [--threads 2]
-        [--dtypes float64,float32] [--compiled] [--out results.json]
+        [--dtypes float64,float32] [--modes eager,compiled] [--devices cpu,cuda] [--out results.json]
 
 Baseline: a Python loop over one single-threaded OpenMM CPU Context (``setPositions`` +
 ``getState(energy, forces)``), the single-Context bridge measurement of FIELD.md §3. Torch: one call
 of ``TorchForceField.energy_and_force`` per batch (forces by autograd), on CPU with ``--threads``
-torch threads and on CUDA when available; eager, and also under ``torch.compile`` with
-``--compiled`` (compilation happens in the untimed warm-up). Each rate is the best of ``--repeats``
+torch threads and on CUDA when available; eager and under ``torch.compile`` (``--modes``;
+compilation happens in the untimed warm-up, its duration is reported). Each rate is the best of ``--repeats``
 timings of at least ``--min-seconds``, both per wall-clock second and per process CPU-second (the
 latter is robust on a shared machine; the load average is recorded because an oversubscribed machine
 distorts wall-clock and especially multi-threaded CPU timings). Prints one JSON document (and writes it to ``--out``).
@@ -62,8 +62,9 @@ def openmm_rate(system, x: np.ndarray, repeats: int, min_seconds: float) -> dict
 
 
 def torch_rates(field: TorchForceField, x: np.ndarray, device: torch.device, dtype: torch.dtype,
-                compiled: bool, args) -> dict[str, dict[str, float]]:
-    rates = {}
+                compiled: bool, args) -> tuple[dict[str, dict[str, float]], float]:
+    """Rates per batch size, and the seconds spent in the warm-up calls (compilation)."""
+    rates, warm_up = {}, 0.0
     for batch in args.batches:
         positions = torch.as_tensor(x[:batch], dtype=dtype, device=device)
 
@@ -72,9 +73,11 @@ def torch_rates(field: TorchForceField, x: np.ndarray, device: torch.device, dty
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
 
+        start = time.perf_counter()
         call()  # warm-up: buffer conversion, compilation
+        warm_up += time.perf_counter() - start
         rates[str(batch)] = rate(call, batch, args.repeats, args.min_seconds)
-    return rates
+    return rates, warm_up
 
 
 def bench_system(name: str, args) -> dict:
@@ -85,14 +88,15 @@ def bench_system(name: str, args) -> dict:
     entry = {"n_atoms": system.n_atoms, "openmm_single_context_cpu_1thread": {
         "evals_per_s": baseline["wall"], "evals_per_cpu_s": baseline["cpu"]}, "torch": []}
     field = TorchForceField(system.system)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    for device in devices:
+    for device in args.devices:
         for dtype_name in args.dtypes.split(","):
-            for compiled in (False, True) if args.compiled else (False,):
-                rates = torch_rates(field, x, device, getattr(torch, dtype_name), compiled, args)
+            for mode in args.modes.split(","):
+                compiled = mode == "compiled"
+                rates, warm_up = torch_rates(field, x, device, getattr(torch, dtype_name), compiled, args)
                 entry["torch"].append({
                     "device": str(device), "dtype": dtype_name, "compiled": compiled,
                     "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                    "warm_up_s": warm_up,
                     "evals_per_s": {b: r["wall"] for b, r in rates.items()},
                     "evals_per_cpu_s": {b: r["cpu"] for b, r in rates.items()},
                     "speedup_vs_openmm": {b: r["wall"] / baseline["wall"] for b, r in rates.items()},
@@ -106,13 +110,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--dtypes", default="float64,float32")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
-    parser.add_argument("--compiled", action="store_true", help="also time torch.compile")
+    parser.add_argument("--devices", default=None,
+                        help="comma-separated torch devices (default: cpu, and cuda when available)")
+    parser.add_argument("--modes", default="eager,compiled", help="eager and/or compiled (torch.compile)")
     parser.add_argument("--openmm-batch", type=int, default=1024, help="configurations in the OpenMM loop")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
+    default_devices = "cpu,cuda" if torch.cuda.is_available() else "cpu"
+    args.devices = [torch.device(d) for d in (args.devices or default_devices).split(",")]
+    if not set(args.modes.split(",")) <= {"eager", "compiled"}:
+        parser.error(f"--modes: {args.modes!r} is not a comma-separated list of eager, compiled")
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     report = {

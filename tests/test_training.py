@@ -38,13 +38,15 @@ def _params(path):
     return state["model"], state["ema"], state["step"]
 
 
-def test_kill_and_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_kill_and_resume_equals_uninterrupted(tmp_path, device):
+    device = torch.device(device)
     config = _config()
-    train_experiment(config, tmp_path / "straight", CPU)
+    train_experiment(config, tmp_path / "straight", device)
     with pytest.raises(Killed):
-        train_experiment(config, tmp_path / "killed", CPU, on_step=_kill_at(7))  # last checkpoint: step 4
+        train_experiment(config, tmp_path / "killed", device, on_step=_kill_at(7))  # last checkpoint: step 4
     assert _params(tmp_path / "killed" / "checkpoint.pt")[2] == 4
-    train_experiment(config, tmp_path / "killed", CPU)
+    train_experiment(config, tmp_path / "killed", device)
     straight, resumed = _params(tmp_path / "straight" / "checkpoint.pt"), _params(tmp_path / "killed" / "checkpoint.pt")
     assert straight[2] == resumed[2] == 12
     for key in straight[0]:

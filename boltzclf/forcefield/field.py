@@ -44,8 +44,10 @@ _BUILDERS: dict[type, Callable[[openmm.Force, str, int], nn.Module]] = {
     openmm.GBSAOBCForce: lambda force, label, n_atoms: CustomGB(obc_as_custom_gb(force, label), label),
 }
 
-#: Default number of (sample × atom × atom) elements evaluated at once by :meth:`energy_and_force`.
-DEFAULT_CHUNK_ELEMENTS = 2**17
+#: Default number of (atom × atom × sample) elements evaluated at once by :meth:`energy_and_force`,
+#: per device type: on CPU the working set of a chunk should stay near the caches, on CUDA a chunk
+#: should fill the GPU (a few GB of temporaries at most).
+DEFAULT_CHUNK_ELEMENTS = {"cpu": 2**19, "cuda": 2**23}
 
 
 def _build_term(force: openmm.Force, label: str, n_atoms: int) -> nn.Module:
@@ -175,7 +177,7 @@ class TorchForceField(nn.Module):
             GB charge scale λ: a float or a ``(B,)`` tensor (see :meth:`force_energies`).
         chunk_size
             Samples evaluated at once (default: the power of two nearest below
-            ``DEFAULT_CHUNK_ELEMENTS / N²``), which bounds memory at large ``B``.
+            ``DEFAULT_CHUNK_ELEMENTS[device type] / N²``), which bounds memory at large ``B``.
         compiled
             Evaluate through :func:`torch.compile` (fused, vectorised kernels: several times faster
             on CPU and CUDA after a one-off compilation of tens of seconds per chunk shape, cached on
@@ -183,7 +185,8 @@ class TorchForceField(nn.Module):
             a few shapes are ever compiled.
         """
         if chunk_size is None:  # a power of two, so compiled chunks share one shape
-            chunk_size = 1 << max(0, (DEFAULT_CHUNK_ELEMENTS // self.n_atoms**2).bit_length() - 1)
+            elements = DEFAULT_CHUNK_ELEMENTS.get(x.device.type, DEFAULT_CHUNK_ELEMENTS["cpu"])
+            chunk_size = 1 << max(0, (elements // self.n_atoms**2).bit_length() - 1)
         field = self._matching(x)
         if gb_scale is not None:  # one λ per sample, split with the chunks (a new λ never recompiles)
             gb_scale = torch.as_tensor(gb_scale, dtype=x.dtype, device=x.device)

@@ -23,23 +23,37 @@ def max_force_relative(force: np.ndarray, reference: np.ndarray) -> float:
     return float(np.max(np.abs(force - reference).reshape(len(reference), -1).max(axis=1) / scale))
 
 
-def check_against_openmm(molecule, xs: np.ndarray) -> None:
+#: Where the float64 checks run: CPU always, CUDA with ``-m gpu`` on a GPU machine.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def check_against_openmm(molecule, xs: np.ndarray, device: str = "cpu", compiled: bool = False) -> None:
+    """Per-force energies (eager), total energies and forces (eager or compiled) within ``RTOL``."""
     field = TorchForceField(molecule.system)
     reference = openmm_reference(molecule.system, xs)
-    x = torch.tensor(xs, dtype=torch.float64)
+    x = torch.tensor(xs, dtype=torch.float64, device=device)
     for label, energy in field.force_energies(x).items():
         index = int(label.split(":")[0])
-        assert max_relative(energy.numpy(), reference["per_force"][index]) <= RTOL, label
-    energy, force = field.energy_and_force(x)
-    assert max_relative(energy.numpy(), reference["total"]) <= RTOL
-    assert max_force_relative(force.numpy(), reference["forces"]) <= RTOL
+        assert max_relative(energy.cpu().numpy(), reference["per_force"][index]) <= RTOL, label
+    energy, force = field.energy_and_force(x, compiled=compiled)
+    assert energy.device == force.device == x.device
+    assert max_relative(energy.cpu().numpy(), reference["total"]) <= RTOL
+    assert max_force_relative(force.cpu().numpy(), reference["forces"]) <= RTOL
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", ["aldp_vacuum", "aldp_implicit", "chignolin"])
-def test_perturbed_configurations_match_openmm(name, request):
+def test_perturbed_configurations_match_openmm(name, device, request):
     molecule = request.getfixturevalue(name)
     xs = np.concatenate([perturbed(molecule, 50, 0.005, seed=1), perturbed(molecule, 50, 0.02, seed=2)])
-    check_against_openmm(molecule, xs)
+    check_against_openmm(molecule, xs, device)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["aldp_implicit", "chignolin"])
+def test_compiled_cuda_evaluation_matches_openmm(name, request):
+    molecule = request.getfixturevalue(name)
+    check_against_openmm(molecule, perturbed(molecule, 100, 0.01, seed=6), "cuda", compiled=True)
 
 
 @pytest.mark.parametrize("name", ["aldp_vacuum", "aldp_implicit"])

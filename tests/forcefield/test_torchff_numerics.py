@@ -72,12 +72,22 @@ def test_custom_gb_pair_types_with_exclusions_match_openmm(aldp_implicit):
     assert np.all(np.abs(expected - unexcluded) > 1.0)  # the exclusions matter
 
 
-@pytest.mark.slow
-def test_compiled_evaluation_matches_eager(aldp_implicit):
+@pytest.fixture
+def two_threads():
+    """Run with two torch threads: the multi-threaded compiled kernels are the ones that once broke."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_compiled_evaluation_matches_eager(aldp_implicit, two_threads):
+    # 256 + 13 samples: one full compiled chunk (the shape at which torch 2.13's inductor once
+    # produced wrong forces and heap corruption) and one padded one.
     field = TorchForceField(aldp_implicit.system)
-    x = torch.tensor(perturbed(aldp_implicit, 13, 0.01, seed=15))
-    lam = torch.linspace(0, 1, 13, dtype=torch.float64)
-    eager = field.energy_and_force(x, gb_scale=lam, chunk_size=8)
-    compiled = field.energy_and_force(x, gb_scale=lam, chunk_size=8, compiled=True)
+    x = torch.tensor(perturbed(aldp_implicit, 269, 0.01, seed=15))
+    lam = torch.linspace(0, 1, 269, dtype=torch.float64)
+    eager = field.energy_and_force(x, gb_scale=lam, chunk_size=256)
+    compiled = field.energy_and_force(x, gb_scale=lam, chunk_size=256, compiled=True)
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-8)
