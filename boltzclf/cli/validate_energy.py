@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from boltzclf.cli.common import add_device_argument, device_from
 from boltzclf.core import atomic, rundir
@@ -31,6 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--reference-platform", default="Reference", help="OpenMM platform for accuracy")
     p.add_argument("--platform", default="CPU", help="OpenMM platform for timing (1 thread)")
     p.add_argument("--compiled", action="store_true", help="time the torch backend under torch.compile")
+    p.add_argument("--timing-dtype", choices=("float64", "float32"), default="float64",
+                   help="precision of the timed torch evaluations (accuracy is always checked in float64)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_device_argument(p)
     p.set_defaults(handler=run)
@@ -58,14 +61,14 @@ def run(args: argparse.Namespace) -> int:
     resolved = {"command": "validate-energy", "system": to_dict(system.spec), "n": args.n,
                 "sigma_nm": args.sigma, "traj": str(args.traj) if args.traj else None,
                 "max_frames": args.max_frames, "reference_platform": args.reference_platform,
-                "platform": args.platform, "compiled": args.compiled}
+                "platform": args.platform, "compiled": args.compiled, "timing_dtype": args.timing_dtype}
     sets = {"perturbed": perturbed_configurations(system.positions, args.n, args.sigma,
                                                   np.random.default_rng(args.seed))}
     if args.traj:
         sets["md"] = _trajectory_frames(args.traj, system, args.max_frames)
     out = rundir.prepare(args.out, resolved, seed=args.seed, device=str(device), inputs=inputs)
     results = validate(system.system, sets, device, args.reference_platform, args.platform,
-                       args.compiled, progress=not args.no_progress)
+                       args.compiled, getattr(torch, args.timing_dtype), progress=not args.no_progress)
     atomic.write_json(out / "results.json", results)
     print(f"max relative energy error {results['max_rel_energy_error']:.2e}, max force error "
           f"{results['max_force_error']:.2e} kJ/mol/nm; OpenMM {results['openmm_evals_per_s']:.0f}/s, "

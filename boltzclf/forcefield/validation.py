@@ -116,7 +116,8 @@ def throughput(field: TorchForceField, system: openmm.System, x: np.ndarray, dev
 
 def validate(system: openmm.System, sets: dict[str, np.ndarray], device: torch.device,
              reference_platform: str = "Reference", timing_platform: str = "CPU",
-             compiled: bool = False, progress: bool = False) -> dict:
+             compiled: bool = False, timing_dtype: torch.dtype = torch.float64,
+             progress: bool = False) -> dict:
     """Accuracy on every named configuration set and throughput on their union.
 
     Parameters
@@ -127,6 +128,10 @@ def validate(system: openmm.System, sets: dict[str, np.ndarray], device: torch.d
         Name → configurations ``(B, N, 3)`` nm, e.g. ``{"perturbed": ..., "md": ...}``.
     device
         Torch device of the torch backend.
+    reference_platform, timing_platform
+        OpenMM platforms for the accuracy reference and for the timed single-Context loop.
+    compiled, timing_dtype
+        How the torch backend is timed (accuracy is always checked eagerly in float64).
 
     Returns
     -------
@@ -140,7 +145,7 @@ def validate(system: openmm.System, sets: dict[str, np.ndarray], device: torch.d
     union = np.concatenate(list(sets.values()))
     results = {key: max(entry[key] for entry in per_set.values())
                for key in ("max_rel_energy_error", "max_force_error", "max_rel_force_error")}
-    results.update(throughput(field, system, union, device, platform=timing_platform, compiled=compiled))
+    results.update(throughput(field, system, union, device, timing_dtype, timing_platform, compiled=compiled))
     results["reference_platform"] = reference_platform
     results["sets"] = per_set
     log.info("max relative energy error %.2e, max force error %.2e kJ/mol/nm, speedup %.1fx",

@@ -128,8 +128,8 @@ def load_system(path: str | os.PathLike, *, backend: str = "openmm", **bridge_op
         A ``systems/*.yaml`` spec.
     backend
         Energy backend for :meth:`MolecularSystem.energy`: ``"openmm"`` (worker pool of Contexts) or
-        ``"torch"`` (:mod:`boltzclf.forcefield`; options ``device``, ``dtype``, ``chunk_size``). For
-        native torch evaluation (CUDA tensors, autograd graph kept) use
+        ``"torch"`` (:mod:`boltzclf.forcefield`; options ``device``, ``dtype``, ``chunk_size``,
+        ``compiled``). For native torch evaluation (CUDA tensors, autograd graph kept) use
         :func:`boltzclf.forcefield.torch_target`.
     **bridge_options
         Passed to the backend, e.g. ``workers=2``, ``policy=EnergyPolicy("cap")``.

@@ -19,7 +19,7 @@ def test_validate_energy_writes_results_for_perturbed_and_md_frames(tmp_path, al
     mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(aldp_implicit.topology)).save_dcd(str(traj_path))
     out = tmp_path / "validation"
     argv = ["validate-energy", str(SPEC), "--n", "10", "--out", str(out), "--traj", str(traj_path),
-            "--device", "cpu", "--no-progress"]
+            "--device", "cpu", "--timing-dtype", "float32", "--no-progress"]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["sets"]["perturbed"]["n"] == 10 and results["sets"]["md"]["n"] == 12
@@ -28,6 +28,7 @@ def test_validate_energy_writes_results_for_perturbed_and_md_frames(tmp_path, al
     assert set(results["sets"]["md"]["per_force_max_rel_error"]) == {
         "0:HarmonicBondForce", "1:HarmonicAngleForce", "2:PeriodicTorsionForce", "3:NonbondedForce",
         "4:CustomGBForce"}
+    assert results["torch_dtype"] == "float32"  # timed in float32; accuracy above is float64
     assert results["speedup"] == pytest.approx(results["torch_evals_per_s"] / results["openmm_evals_per_s"])
     assert (out / "config.json").exists() and (out / "metadata.json").exists()
 
