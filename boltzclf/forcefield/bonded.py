@@ -20,15 +20,8 @@ def _setup(module: nn.Module, atoms: np.ndarray, n_atoms: int, **parameters: np.
     """Give ``module`` the selection of its terms' atoms ``(n_terms, k)`` and each parameter
     ``(n_terms,)`` as a ``(n_terms, 1)`` column buffer."""
     module.atoms = AtomSelection(atoms, n_atoms)
-    module.atoms_per_term = atoms.shape[1]
     for name, array in parameters.items():
         module.register_buffer(name, torch.as_tensor(array).reshape(-1, 1), persistent=False)
-
-
-def _term_atoms(module: nn.Module, xt: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Positions of each term's atoms from ``xt`` ``(3, N, B)``: ``k`` tensors ``(3, n_terms, B)``."""
-    selected = module.atoms(xt)
-    return selected.reshape(3, -1, module.atoms_per_term, xt.shape[2]).unbind(2)
 
 
 class HarmonicBonds(nn.Module):
@@ -47,7 +40,7 @@ class HarmonicBonds(nn.Module):
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
         """Energy ``(B,)`` in kJ/mol of positions ``xt`` ``(3, n_atoms, B)`` in nm."""
-        first, second = _term_atoms(self, xt)
+        first, second = self.atoms(xt)
         r = (second - first).norm(dim=0)
         return (0.5 * self.k * (r - self.length) ** 2).sum(0)
 
@@ -73,7 +66,7 @@ class HarmonicAngles(nn.Module):
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
         """Energy ``(B,)`` in kJ/mol of positions ``xt`` ``(3, n_atoms, B)`` in nm."""
-        first, centre, third = _term_atoms(self, xt)
+        first, centre, third = self.atoms(xt)
         theta = _angle(first - centre, third - centre)
         return (0.5 * self.k * (theta - self.theta0) ** 2).sum(0)
 
@@ -109,5 +102,5 @@ class PeriodicTorsions(nn.Module):
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
         """Energy ``(B,)`` in kJ/mol of positions ``xt`` ``(3, n_atoms, B)`` in nm."""
-        phi = dihedral(*_term_atoms(self, xt), dim=0)
+        phi = dihedral(*self.atoms(xt), dim=0)
         return (self.k * (1 + torch.cos(self.periodicity * phi - self.phase))).sum(0)

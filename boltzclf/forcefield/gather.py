@@ -50,21 +50,24 @@ class _Select(torch.autograd.Function):
 
 
 class AtomSelection(nn.Module):
-    """The atoms ``index`` ``(n,)`` of positions ``xt`` ``(3, N, B)``, as ``(3, n, B)``.
+    """The atoms of each of ``n_terms`` terms, ``k`` atoms per term, from positions ``xt`` ``(3, N, B)``.
 
     Parameters
     ----------
-    index
-        Atom indices, any shape (flattened).
+    atoms
+        Atom indices ``(n_terms, k)`` (e.g. the pairs of a pair list, the quadruples of torsions).
     n_atoms
         N.
     """
 
-    def __init__(self, index: np.ndarray, n_atoms: int):
+    def __init__(self, atoms: np.ndarray, n_atoms: int):
         super().__init__()
-        index = np.asarray(index, dtype=np.int64).reshape(-1)
-        self.register_buffer("index", torch.as_tensor(index), persistent=False)
-        self.register_buffer("inverse", torch.as_tensor(inverse_index(index, n_atoms)), persistent=False)
+        atoms = np.asarray(atoms, dtype=np.int64)
+        self.atoms_per_term = atoms.shape[1]
+        self.register_buffer("index", torch.as_tensor(atoms.reshape(-1)), persistent=False)
+        self.register_buffer("inverse", torch.as_tensor(inverse_index(atoms, n_atoms)), persistent=False)
 
-    def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        return _Select.apply(xt, self.index, self.inverse)
+    def forward(self, xt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``k`` tensors ``(3, n_terms, B)``: the positions of each term's first, second, ... atom."""
+        selected = _Select.apply(xt, self.index, self.inverse)
+        return selected.reshape(3, -1, self.atoms_per_term, xt.shape[2]).unbind(2)

@@ -17,8 +17,8 @@ def pair_distances(xt: torch.Tensor, pairs: AtomSelection) -> torch.Tensor:
     """Distances ``(n_pairs, B)`` in nm of the atom pairs that ``pairs`` selects.
 
     ``xt`` holds positions component-first and batch-last, ``(3, N, B)`` in nm (see
-    :mod:`boltzclf.forcefield.field`); ``pairs`` selects the flattened ``(n_pairs, 2)`` pair list.
+    :mod:`boltzclf.forcefield.field`); ``pairs`` selects the ``(n_pairs, 2)`` pair list.
     """
-    first, second = pairs(xt).reshape(3, -1, 2, xt.shape[2]).unbind(2)
+    first, second = pairs(xt)
     delta = second - first
     return torch.sqrt((delta * delta).sum(0))

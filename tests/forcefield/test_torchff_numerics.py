@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from boltzclf.forcefield import TorchForceField
+from boltzclf.forcefield.gather import AtomSelection
 from conftest import openmm_reference, perturbed
 
 
@@ -70,6 +71,19 @@ def test_custom_gb_pair_types_with_exclusions_match_openmm(aldp_implicit):
     np.testing.assert_allclose(energy, expected, rtol=1e-5)
     unexcluded = openmm_reference(aldp_implicit.system, xs)["total"]
     assert np.all(np.abs(expected - unexcluded) > 1.0)  # the exclusions matter
+
+
+def test_atom_selection_gradients_equal_index_select():
+    atoms = np.array([[3, 1], [3, 0], [4, 3]])  # atom 3 three times, atom 2 never
+    selection = AtomSelection(atoms, 5).double()
+    xt = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 3, 2, 7, dtype=torch.float64)
+    first, second = selection(xt)
+    ours = torch.autograd.grad((weights[:, :, 0] * first + weights[:, :, 1] * second).sum(), xt)[0]
+    plain = xt.index_select(1, torch.as_tensor(atoms.reshape(-1))).reshape(3, 3, 2, 7)
+    expected = torch.autograd.grad((weights * plain).sum(), xt)[0]
+    torch.testing.assert_close(ours, expected)
+    assert torch.autograd.gradgradcheck(lambda x: torch.stack(selection(x)) ** 2, (xt,))
 
 
 @pytest.fixture
