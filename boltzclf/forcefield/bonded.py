@@ -1,74 +1,80 @@
-"""Bonded terms of an OpenMM System as batched torch modules.
+"""Bonded terms of an OpenMM System as batched torch modules with analytic gradients.
 
 Each module is built from one OpenMM force, stores its atom indices and parameters as buffers, and
 maps positions in the force field's internal layout — component-first and batch-last, ``(3, n_atoms,
-B)`` in nm (see :mod:`boltzclf.forcefield.field`) — to energies ``(B,)`` in kJ/mol (gradients by
-autograd). Parameters are stored as ``(n_terms, 1)`` columns that broadcast along the batch.
-Parameter buffers must share the positions' dtype and device (the force field moves them).
+B)`` in nm (see :mod:`boltzclf.forcefield.field`) — to energies ``(B,)`` in kJ/mol. Each gives its
+gradient in closed form as its autograd backward (:mod:`boltzclf.forcefield.analytic`).
 """
 from __future__ import annotations
 
 import numpy as np
 import openmm
 import torch
-from torch import nn
 
-from boltzclf.forcefield.gather import AtomSelection
+from boltzclf.forcefield.analytic import AnalyticTerm, Positions
 
-
-def _setup(module: nn.Module, atoms: np.ndarray, n_atoms: int, **parameters: np.ndarray) -> None:
-    """Give ``module`` the selection of its terms' atoms ``(n_terms, k)`` and each parameter
-    ``(n_terms,)`` as a ``(n_terms, 1)`` column buffer."""
-    module.atoms = AtomSelection(atoms, n_atoms)
-    for name, array in parameters.items():
-        module.register_buffer(name, torch.as_tensor(array).reshape(-1, 1), persistent=False)
+_NM, _RAD, _KJ = openmm.unit.nanometer, openmm.unit.radian, openmm.unit.kilojoule_per_mole
 
 
-class HarmonicBonds(nn.Module):
+def _parameters(terms: list, columns: dict[str, tuple[int, object]]) -> dict[str, np.ndarray]:
+    """``{name: (n_terms,)}`` of the entries ``terms[i][position]`` in ``unit`` (None: plain numbers)."""
+    return {name: np.array([t[position] if unit is None else t[position].value_in_unit(unit)
+                            for t in terms], float) for name, (position, unit) in columns.items()}
+
+
+class HarmonicBonds(AnalyticTerm):
     """``E = Σ ½ k (r - r0)²`` over the bonds of a :class:`openmm.HarmonicBondForce`."""
 
     def __init__(self, force: openmm.HarmonicBondForce, n_atoms: int):
-        super().__init__()
         terms = [force.getBondParameters(i) for i in range(force.getNumBonds())]
-        _setup(
-            self,
-            np.array([[t[0], t[1]] for t in terms], dtype=np.int64).reshape(-1, 2), n_atoms,
-            length=np.array([t[2].value_in_unit(openmm.unit.nanometer) for t in terms], float),
-            k=np.array([t[3].value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer**2)
-                        for t in terms], float),
-        )
+        atoms = np.array([t[:2] for t in terms], dtype=np.int64).reshape(-1, 2)
+        super().__init__(atoms, n_atoms, **_parameters(terms, {"length": (2, _NM), "k": (3, _KJ / _NM**2)}))
 
-    def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        """Energy ``(B,)`` in kJ/mol of positions ``xt`` ``(3, n_atoms, B)`` in nm."""
-        first, second = self.atoms(xt)
+    @staticmethod
+    def energies(positions: Positions, length: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        first, second = positions
         r = (second - first).norm(dim=0)
-        return (0.5 * self.k * (r - self.length) ** 2).sum(0)
+        return 0.5 * k * (r - length) ** 2
+
+    @staticmethod
+    def gradients(positions: Positions, length: torch.Tensor, k: torch.Tensor) -> Positions:
+        first, second = positions
+        delta = second - first
+        r = delta.norm(dim=0)
+        g = delta * (k * (r - length) / r)
+        return -g, g
 
 
-def _angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle in radians between vectors ``a`` and ``b`` (components on axis 0), stable near 0 and π."""
-    return torch.atan2(torch.linalg.cross(a, b, dim=0).norm(dim=0), (a * b).sum(0))
+class HarmonicAngles(AnalyticTerm):
+    """``E = Σ ½ k (θ - θ0)²`` over the angles of a :class:`openmm.HarmonicAngleForce`.
 
-
-class HarmonicAngles(nn.Module):
-    """``E = Σ ½ k (θ - θ0)²`` over the angles of a :class:`openmm.HarmonicAngleForce`."""
+    With ``a``, ``b`` the vectors from the centre atom and ``n = a × b``:
+    ``∂θ/∂a = a × n / (|a|² |n|)`` and ``∂θ/∂b = -b × n / (|b|² |n|)``.
+    """
 
     def __init__(self, force: openmm.HarmonicAngleForce, n_atoms: int):
-        super().__init__()
         terms = [force.getAngleParameters(i) for i in range(force.getNumAngles())]
-        _setup(
-            self,
-            np.array([t[:3] for t in terms], dtype=np.int64).reshape(-1, 3), n_atoms,
-            theta0=np.array([t[3].value_in_unit(openmm.unit.radian) for t in terms], float),
-            k=np.array([t[4].value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.radian**2)
-                        for t in terms], float),
-        )
+        atoms = np.array([t[:3] for t in terms], dtype=np.int64).reshape(-1, 3)
+        super().__init__(atoms, n_atoms, **_parameters(terms, {"theta0": (3, _RAD), "k": (4, _KJ / _RAD**2)}))
 
-    def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        """Energy ``(B,)`` in kJ/mol of positions ``xt`` ``(3, n_atoms, B)`` in nm."""
-        first, centre, third = self.atoms(xt)
-        theta = _angle(first - centre, third - centre)
-        return (0.5 * self.k * (theta - self.theta0) ** 2).sum(0)
+    @staticmethod
+    def energies(positions: Positions, theta0: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        first, centre, third = positions
+        a, b = first - centre, third - centre
+        theta = torch.atan2(torch.linalg.cross(a, b, dim=0).norm(dim=0), (a * b).sum(0))
+        return 0.5 * k * (theta - theta0) ** 2
+
+    @staticmethod
+    def gradients(positions: Positions, theta0: torch.Tensor, k: torch.Tensor) -> Positions:
+        first, centre, third = positions
+        a, b = first - centre, third - centre
+        normal = torch.linalg.cross(a, b, dim=0)
+        sine_term = normal.norm(dim=0)  # |a| |b| sin θ
+        theta = torch.atan2(sine_term, (a * b).sum(0))
+        de_dtheta = k * (theta - theta0) / sine_term
+        g_first = torch.linalg.cross(a, normal, dim=0) * (de_dtheta / (a * a).sum(0))
+        g_third = -torch.linalg.cross(b, normal, dim=0) * (de_dtheta / (b * b).sum(0))
+        return g_first, -(g_first + g_third), g_third
 
 
 def dihedral(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor,
@@ -86,21 +92,41 @@ def dihedral(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.Ten
     return torch.atan2(y, (n1 * n2).sum(dim))
 
 
-class PeriodicTorsions(nn.Module):
-    """``E = Σ k (1 + cos(n φ − φ0))`` over the torsions of a :class:`openmm.PeriodicTorsionForce`."""
+class PeriodicTorsions(AnalyticTerm):
+    """``E = Σ k (1 + cos(n φ − φ0))`` over the torsions of a :class:`openmm.PeriodicTorsionForce`.
+
+    With bond vectors ``b0, b1, b2`` along the chain and normals ``n1 = b0 × b1``, ``n2 = b1 × b2``,
+    the dihedral's gradients on the end atoms are ``∂φ/∂p0 = -|b1| n1 / |n1|²`` and
+    ``∂φ/∂p3 = |b1| n2 / |n2|²``; with ``s = b0·b1 / |b1|²`` and ``t = b2·b1 / |b1|²``, the middle
+    atoms get ``∂φ/∂p1 = t ∂φ/∂p3 − (1 + s) ∂φ/∂p0`` and ``∂φ/∂p2 = s ∂φ/∂p0 − (1 + t) ∂φ/∂p3``
+    (Bekker's decomposition; the four sum to zero).
+    """
 
     def __init__(self, force: openmm.PeriodicTorsionForce, n_atoms: int):
-        super().__init__()
         terms = [force.getTorsionParameters(i) for i in range(force.getNumTorsions())]
-        _setup(
-            self,
-            np.array([t[:4] for t in terms], dtype=np.int64).reshape(-1, 4), n_atoms,
-            periodicity=np.array([t[4] for t in terms], float),
-            phase=np.array([t[5].value_in_unit(openmm.unit.radian) for t in terms], float),
-            k=np.array([t[6].value_in_unit(openmm.unit.kilojoule_per_mole) for t in terms], float),
-        )
+        atoms = np.array([t[:4] for t in terms], dtype=np.int64).reshape(-1, 4)
+        super().__init__(atoms, n_atoms, **_parameters(
+            terms, {"periodicity": (4, None), "phase": (5, _RAD), "k": (6, _KJ)}))
 
-    def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        """Energy ``(B,)`` in kJ/mol of positions ``xt`` ``(3, n_atoms, B)`` in nm."""
-        phi = dihedral(*self.atoms(xt), dim=0)
-        return (self.k * (1 + torch.cos(self.periodicity * phi - self.phase))).sum(0)
+    @staticmethod
+    def energies(positions: Positions, periodicity: torch.Tensor, phase: torch.Tensor,
+                 k: torch.Tensor) -> torch.Tensor:
+        phi = dihedral(*positions, dim=0)
+        return k * (1 + torch.cos(periodicity * phi - phase))
+
+    @staticmethod
+    def gradients(positions: Positions, periodicity: torch.Tensor, phase: torch.Tensor,
+                  k: torch.Tensor) -> Positions:
+        p0, p1, p2, p3 = positions
+        b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
+        n1 = torch.linalg.cross(b0, b1, dim=0)
+        n2 = torch.linalg.cross(b1, b2, dim=0)
+        b1_squared = (b1 * b1).sum(0)
+        b1_length = torch.sqrt(b1_squared)
+        phi = dihedral(*positions, dim=0)  # its crosses are shared with the ones above once compiled
+        de_dphi = -k * periodicity * torch.sin(periodicity * phi - phase)
+        g0 = n1 * (-de_dphi * b1_length / (n1 * n1).sum(0))
+        g3 = n2 * (de_dphi * b1_length / (n2 * n2).sum(0))
+        s = (b0 * b1).sum(0) / b1_squared
+        t = (b2 * b1).sum(0) / b1_squared
+        return g0, t * g3 - (1 + s) * g0, s * g0 - (1 + t) * g3, g3

@@ -30,6 +30,7 @@ from torch import nn
 
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.forcefield.expression import Expression, compile_expression
+from boltzclf.forcefield.grid import pair_distances
 
 SINGLE, PAIR, PAIR_NO_EXCLUSIONS = (openmm.CustomGBForce.SingleParticle, openmm.CustomGBForce.ParticlePair,
                                     openmm.CustomGBForce.ParticlePairNoExclusions)
@@ -133,8 +134,7 @@ class CustomGB(nn.Module):
         distinct = ~np.eye(n, dtype=bool)
         upper = np.triu(distinct)
         for name, mask in (("computed_mask", distinct & ~excluded), ("computed_mask_all", distinct),
-                           ("energy_mask", upper & ~excluded), ("energy_mask_all", upper),
-                           ("diagonal", ~distinct)):
+                           ("energy_mask", upper & ~excluded), ("energy_mask_all", upper)):
             self.register_buffer(name, torch.as_tensor(mask[:, :, None]), persistent=False)
 
     def _check_variables(self, expr: Expression, known: set[str], kind: int, what: str) -> None:
@@ -173,7 +173,7 @@ class CustomGB(nn.Module):
             per_atom[CHARGE_PARAMETER] = per_atom[CHARGE_PARAMETER] * charge_scale
         tables = {name: _lookup(getattr(self, f"table_{name}"), sizes)
                   for name, sizes in self.table_sizes.items()}
-        r = self._distances(xt)
+        r = pair_distances(xt)
         n_atoms, batch = xt.shape[1], xt.shape[2]
         coordinates = dict(zip("xyz", xt.unbind(0)))
         for name, expr, kind in self.computed:
@@ -193,15 +193,6 @@ class CustomGB(nn.Module):
                 term = expr.evaluate(self._pair_env(per_atom, r), tables)
                 energy = energy + self._masked(term, mask, xt).sum((0, 1))
         return energy
-
-    def _distances(self, xt: torch.Tensor) -> torch.Tensor:
-        """All distances ``(N, N, B)`` in nm, with 1 on the diagonal so no term divides by zero there.
-
-        The diagonal is replaced before the square root, which keeps every gradient finite.
-        """
-        delta = xt[:, :, None, :] - xt[:, None, :, :]
-        squared = (delta * delta).sum(0)
-        return torch.sqrt(torch.where(self.diagonal, torch.ones_like(squared), squared))
 
     @staticmethod
     def _masked(term: torch.Tensor | float, mask: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:

@@ -1,19 +1,25 @@
 """OpenMM's NonbondedForce without cutoff: Coulomb + Lennard-Jones over all pairs, with exceptions.
 
-Pairs are all ``i < j``; an exception replaces the pair's charge product, σ and ε (1-4 scaling, and
-zeroed exclusions). Pairs whose charge product and ε are both zero are dropped, so exclusions cost
-nothing. Lorentz-Berthelot combining: ``σ = (σ_i + σ_j)/2``, ``ε = sqrt(ε_i ε_j)``.
+An exception replaces the pair's charge product, σ and ε (1-4 scaling, and zeroed exclusions).
+Lorentz-Berthelot combining: ``σ = (σ_i + σ_j)/2``, ``ε = sqrt(ε_i ε_j)``.
+
+The pairs are evaluated on the dense, symmetric grid of :func:`~boltzclf.forcefield.grid.pair_distances`
+(the diagonal and excluded pairs have zero parameters), half of which is the energy. That is twice
+the pairs of a pair list, but without index gathers, and its distances and their backward pass are
+shared with the generalized Born terms: under ``torch.compile`` (float32, 2 CPU threads, alanine
+dipeptide) energy and gradient took about 0.4 ms per 1024 samples, against 1.4 ms with a pair list
+whose gradients are summed back per atom.
 """
 from __future__ import annotations
 
 import numpy as np
 import openmm
 import torch
+
 from torch import nn
 
 from boltzclf.core.errors import BoltzclfError
-from boltzclf.forcefield.gather import AtomSelection
-from boltzclf.forcefield.pairs import pair_distances, unordered_pairs
+from boltzclf.forcefield.grid import pair_distances
 
 #: 1/(4π ε0) in kJ/mol·nm/e², the value OpenMM's kernels use.
 ONE_4PI_EPS0 = 138.93545764438198
@@ -38,15 +44,14 @@ def _check_supported(force: openmm.NonbondedForce, label: str) -> None:
         raise BoltzclfError(f"{label}: parameter offsets are not supported by the torch force field")
 
 
-def pair_parameters(force: openmm.NonbondedForce) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs and their parameters after combining rules and exceptions.
+def pair_parameters(force: openmm.NonbondedForce) -> dict[str, np.ndarray]:
+    """Parameters of every pair after combining rules and exceptions, as symmetric ``(N, N)`` matrices.
 
     Returns
     -------
-    pairs
-        int64 ``(n_pairs, 2)`` atom indices ``i < j`` of the interacting pairs.
-    params
-        float64 ``(n_pairs, 3)``: charge product (e²), σ (nm), ε (kJ/mol).
+    dict
+        ``coulomb`` (charge product × 1/(4π ε0), kJ/mol·nm), ``sigma`` (nm) and ``four_epsilon``
+        (4ε, kJ/mol); zero on the diagonal and wherever an exception zeroes the pair.
     """
     n = force.getNumParticles()
     particles = np.array([[p.value_in_unit(u) for p, u in zip(force.getParticleParameters(i),
@@ -57,14 +62,12 @@ def pair_parameters(force: openmm.NonbondedForce) -> tuple[np.ndarray, np.ndarra
     ee = np.sqrt(np.outer(epsilon, epsilon))
     for k in range(force.getNumExceptions()):
         i, j, chargeprod, sig, eps = force.getExceptionParameters(k)
-        i, j = min(i, j), max(i, j)
-        qq[i, j] = chargeprod.value_in_unit(_E**2)
-        ss[i, j] = sig.value_in_unit(_NM)
-        ee[i, j] = eps.value_in_unit(_KJ)
-    pairs = unordered_pairs(n)
-    params = np.stack([m[pairs[:, 0], pairs[:, 1]] for m in (qq, ss, ee)], axis=1)
-    keep = (params[:, 0] != 0) | (params[:, 2] != 0)
-    return pairs[keep], params[keep]
+        qq[i, j] = qq[j, i] = chargeprod.value_in_unit(_E**2)
+        ss[i, j] = ss[j, i] = sig.value_in_unit(_NM)
+        ee[i, j] = ee[j, i] = eps.value_in_unit(_KJ)
+    off_diagonal = ~np.eye(n, dtype=bool)
+    return {"coulomb": ONE_4PI_EPS0 * qq * off_diagonal, "sigma": ss * off_diagonal,
+            "four_epsilon": 4.0 * ee * off_diagonal}
 
 
 class Nonbonded(nn.Module):
@@ -86,16 +89,12 @@ class Nonbonded(nn.Module):
     def __init__(self, force: openmm.NonbondedForce, label: str = "NonbondedForce"):
         super().__init__()
         _check_supported(force, label)
-        pairs, params = pair_parameters(force)
-        self.pairs = AtomSelection(pairs, force.getNumParticles())
-        for name, column in (("coulomb", ONE_4PI_EPS0 * params[:, 0]), ("sigma", params[:, 1]),
-                             ("four_epsilon", 4.0 * params[:, 2])):  # (n_pairs, 1): broadcast over B
-            self.register_buffer(name, torch.as_tensor(column.reshape(-1, 1).copy()), persistent=False)
+        for name, matrix in pair_parameters(force).items():  # (N, N, 1): broadcast along the batch
+            self.register_buffer(name, torch.as_tensor(matrix[:, :, None].copy()), persistent=False)
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
         """Energy ``(B,)`` in kJ/mol of positions ``xt`` ``(3, n_atoms, B)`` in nm."""
-        r = pair_distances(xt, self.pairs)
-        inv_r = 1.0 / r
+        inv_r = 1.0 / pair_distances(xt)
         s2 = (self.sigma * inv_r) ** 2
         s6 = s2 * s2 * s2
-        return (self.coulomb * inv_r + self.four_epsilon * (s6 * s6 - s6)).sum(0)
+        return 0.5 * (self.coulomb * inv_r + self.four_epsilon * (s6 * s6 - s6)).sum(1).sum(0)

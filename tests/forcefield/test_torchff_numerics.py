@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from boltzclf.forcefield import TorchForceField
+from boltzclf.forcefield.bonded import HarmonicAngles, HarmonicBonds, PeriodicTorsions
+from boltzclf.forcefield.field import component_first
 from boltzclf.forcefield.gather import AtomSelection
+from boltzclf.forcefield.grid import pair_distances
 from conftest import openmm_reference, perturbed
 
 
@@ -73,17 +76,37 @@ def test_custom_gb_pair_types_with_exclusions_match_openmm(aldp_implicit):
     assert np.all(np.abs(expected - unexcluded) > 1.0)  # the exclusions matter
 
 
-def test_atom_selection_gradients_equal_index_select():
+def test_atom_selection_accumulate_is_the_adjoint_of_select():
     atoms = np.array([[3, 1], [3, 0], [4, 3]])  # atom 3 three times, atom 2 never
-    selection = AtomSelection(atoms, 5).double()
+    selection = AtomSelection(atoms, 5)
     xt = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(3, 3, 2, 7, dtype=torch.float64)
-    first, second = selection(xt)
-    ours = torch.autograd.grad((weights[:, :, 0] * first + weights[:, :, 1] * second).sum(), xt)[0]
     plain = xt.index_select(1, torch.as_tensor(atoms.reshape(-1))).reshape(3, 3, 2, 7)
     expected = torch.autograd.grad((weights * plain).sum(), xt)[0]
-    torch.testing.assert_close(ours, expected)
-    assert torch.autograd.gradgradcheck(lambda x: torch.stack(selection(x)) ** 2, (xt,))
+    torch.testing.assert_close(selection.accumulate(list(weights.unbind(2))), expected)
+    torch.testing.assert_close(torch.stack(selection.select(xt), dim=2), plain)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["bonds", "angles", "torsions"])
+def test_analytic_bonded_gradients_match_finite_differences_to_second_order(aldp_vacuum, index):
+    """gradcheck: the closed-form backward against finite differences; gradgradcheck: its own
+    derivative (create_graph=True) likewise."""
+    term = TorchForceField(aldp_vacuum.system).terms[index]
+    assert isinstance(term, (HarmonicBonds, HarmonicAngles, PeriodicTorsions)[index])
+    xt = component_first(torch.tensor(perturbed(aldp_vacuum, 3, 0.02, seed=15))).requires_grad_(True)
+    assert torch.autograd.gradcheck(term, (xt,))
+    assert torch.autograd.gradgradcheck(term, (xt,))
+
+
+def test_pair_distance_gradients_match_finite_differences_to_second_order():
+    xt = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    # a function of all distances, asymmetric in i and j, with the diagonal masked out
+    weights = torch.randn(6, 6, 1, dtype=torch.float64) * (1 - torch.eye(6, dtype=torch.float64))[:, :, None]
+    assert torch.autograd.gradcheck(lambda x: (weights * pair_distances(x) ** 3).sum(), (xt,))
+    assert torch.autograd.gradgradcheck(lambda x: (weights * pair_distances(x) ** 3).sum(), (xt,))
+    separations = xt[:, :, None, :] - xt[:, None, :, :]
+    expected = separations.norm(dim=0) + torch.eye(6, dtype=torch.float64)[:, :, None]
+    torch.testing.assert_close(pair_distances(xt), expected)
 
 
 @pytest.fixture
