@@ -12,6 +12,7 @@ import openmm
 import torch
 
 from boltzclf.forcefield.analytic import AnalyticTerm, Positions
+from boltzclf.forcefield.vectors import cross, dot, norm
 
 _NM, _RAD, _KJ = openmm.unit.nanometer, openmm.unit.radian, openmm.unit.kilojoule_per_mole
 
@@ -33,14 +34,14 @@ class HarmonicBonds(AnalyticTerm):
     @staticmethod
     def energies(positions: Positions, length: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         first, second = positions
-        r = (second - first).norm(dim=0)
+        r = norm(second - first)
         return 0.5 * k * (r - length) ** 2
 
     @staticmethod
     def gradients(positions: Positions, length: torch.Tensor, k: torch.Tensor) -> Positions:
         first, second = positions
         delta = second - first
-        r = delta.norm(dim=0)
+        r = norm(delta)
         g = delta * (k * (r - length) / r)
         return -g, g
 
@@ -61,19 +62,19 @@ class HarmonicAngles(AnalyticTerm):
     def energies(positions: Positions, theta0: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         first, centre, third = positions
         a, b = first - centre, third - centre
-        theta = torch.atan2(torch.linalg.cross(a, b, dim=0).norm(dim=0), (a * b).sum(0))
+        theta = torch.atan2(norm(cross(a, b)), dot(a, b))
         return 0.5 * k * (theta - theta0) ** 2
 
     @staticmethod
     def gradients(positions: Positions, theta0: torch.Tensor, k: torch.Tensor) -> Positions:
         first, centre, third = positions
         a, b = first - centre, third - centre
-        normal = torch.linalg.cross(a, b, dim=0)
-        sine_term = normal.norm(dim=0)  # |a| |b| sin θ
-        theta = torch.atan2(sine_term, (a * b).sum(0))
+        normal = cross(a, b)
+        sine_term = norm(normal)  # |a| |b| sin θ
+        theta = torch.atan2(sine_term, dot(a, b))
         de_dtheta = k * (theta - theta0) / sine_term
-        g_first = torch.linalg.cross(a, normal, dim=0) * (de_dtheta / (a * a).sum(0))
-        g_third = -torch.linalg.cross(b, normal, dim=0) * (de_dtheta / (b * b).sum(0))
+        g_first = cross(a, normal) * (de_dtheta / dot(a, a))
+        g_third = -cross(b, normal) * (de_dtheta / dot(b, b))
         return g_first, -(g_first + g_third), g_third
 
 
@@ -86,10 +87,13 @@ def dihedral(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.Ten
     product and dot.
     """
     b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
-    n1 = torch.linalg.cross(b0, b1, dim=dim)
-    n2 = torch.linalg.cross(b1, b2, dim=dim)
-    y = (torch.linalg.cross(n1, n2, dim=dim) * b1).sum(dim) / b1.norm(dim=dim)
-    return torch.atan2(y, (n1 * n2).sum(dim))
+    return _dihedral_of_normals(cross(b0, b1, dim), cross(b1, b2, dim), b1, norm(b1, dim), dim)
+
+
+def _dihedral_of_normals(n1: torch.Tensor, n2: torch.Tensor, b1: torch.Tensor, b1_length: torch.Tensor,
+                         dim: int = 0) -> torch.Tensor:
+    """The dihedral from the normals ``n1 = b0 × b1`` and ``n2 = b1 × b2`` of the central bond ``b1``."""
+    return torch.atan2(dot(cross(n1, n2, dim), b1, dim) / b1_length, dot(n1, n2, dim))
 
 
 class PeriodicTorsions(AnalyticTerm):
@@ -119,14 +123,14 @@ class PeriodicTorsions(AnalyticTerm):
                   k: torch.Tensor) -> Positions:
         p0, p1, p2, p3 = positions
         b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
-        n1 = torch.linalg.cross(b0, b1, dim=0)
-        n2 = torch.linalg.cross(b1, b2, dim=0)
-        b1_squared = (b1 * b1).sum(0)
+        n1 = cross(b0, b1)
+        n2 = cross(b1, b2)
+        b1_squared = dot(b1, b1)
         b1_length = torch.sqrt(b1_squared)
-        phi = dihedral(*positions, dim=0)  # its crosses are shared with the ones above once compiled
+        phi = _dihedral_of_normals(n1, n2, b1, b1_length)
         de_dphi = -k * periodicity * torch.sin(periodicity * phi - phase)
-        g0 = n1 * (-de_dphi * b1_length / (n1 * n1).sum(0))
-        g3 = n2 * (de_dphi * b1_length / (n2 * n2).sum(0))
-        s = (b0 * b1).sum(0) / b1_squared
-        t = (b2 * b1).sum(0) / b1_squared
+        g0 = n1 * (-de_dphi * b1_length / dot(n1, n1))
+        g3 = n2 * (de_dphi * b1_length / dot(n2, n2))
+        s = dot(b0, b1) / b1_squared
+        t = dot(b2, b1) / b1_squared
         return g0, t * g3 - (1 + s) * g0, s * g0 - (1 + t) * g3, g3

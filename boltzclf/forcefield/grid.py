@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from boltzclf.forcefield.vectors import dot
+
 
 def pair_distances(xt: torch.Tensor) -> torch.Tensor:
     """Distances ``(N, N, B)`` in nm between all atoms of positions ``xt`` ``(3, N, B)`` in nm.
@@ -29,7 +31,7 @@ def pair_distances(xt: torch.Tensor) -> torch.Tensor:
 
 def _distances(xt: torch.Tensor) -> torch.Tensor:
     delta = xt[:, :, None, :] - xt[:, None, :, :]
-    squared = (delta * delta).sum(0)
+    squared = dot(delta, delta)
     diagonal = torch.eye(xt.shape[1], dtype=torch.bool, device=xt.device)[:, :, None]
     return torch.sqrt(torch.where(diagonal, torch.ones_like(squared), squared))
 
