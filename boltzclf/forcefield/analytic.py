@@ -1,13 +1,13 @@
-"""Terms over small atom tuples (bonds, angles, torsions, nonbonded pairs) with analytic derivatives.
+"""Terms over small atom tuples (bonds, angles, torsions) with analytic derivatives.
 
 An :class:`AnalyticTerm` sums an energy over ``n_terms`` tuples of ``k`` atoms. Its subclasses give
 the energy of each tuple and, in closed form, the energy's gradient with respect to each of the
 tuple's atoms; :class:`_AnalyticEnergy` makes that gradient the term's autograd backward. Forces still
 come from :func:`torch.autograd.grad`, but the backward pass is one fused elementwise loop and one
 gather per atom (:meth:`AtomSelection.accumulate`), where differentiating the energy's expression
-graph took a chain of loops over saved intermediates: under ``torch.compile`` (float32, 2 CPU threads,
-1024 alanine-dipeptide samples) the backward of the angle and torsion terms was 5 to 10 times slower
-than their forward pass.
+graph took a chain of loops over saved intermediates. Under ``torch.compile`` (float32, 2 CPU threads,
+1024 alanine-dipeptide samples, energy and forces) the bonds, angles and torsions together took
+1.5 ms, against 6.1 ms with autograd through their expressions.
 
 The backward is written in differentiable torch operations on the saved positions, so second
 derivatives (``create_graph=True``) are exact too.

@@ -8,10 +8,12 @@ respect to the positions directly from the gradient ``g`` with respect to the di
 
     ∂L/∂x_i = Σ_j (g_ij + g_ji) (x_i - x_j) / r_ij,
 
-one reduction along the grid per Cartesian component. Under ``torch.compile`` the pair terms of
-alanine dipeptide (float32, 2 CPU threads, 1024 samples) then took 2.5 times less time (energy and
-gradient) than with autograd through the separations. The backward is written in differentiable torch
-operations, so second derivatives are exact too.
+one reduction along the grid per Cartesian component, and a backward pass shared by every pair term.
+Under ``torch.compile`` (float32, 2 CPU threads, 1024 alanine-dipeptide samples, energy and forces)
+the nonbonded and GB terms together took 4.2 ms this way, against 8.0 ms with autograd through the
+separations and a pair list for the nonbonded term, and 15.7 ms with autograd through the separations
+of both grids (inductor then materialised the ``(3, N, N, B)`` separations). The backward is written
+in differentiable torch operations, so second derivatives are exact too.
 """
 from __future__ import annotations
 
