@@ -3,7 +3,7 @@
 Forward, the atoms of each tuple are gathered with ``index_select``. Backward, gradients with
 respect to the selected positions must be summed into the atoms; the plain ``index_select`` backward
 is a scatter-add, which ``torch.compile`` turns into per-element atomic additions on CPU (slow, and
-racy in torch 2.13 after an in-graph permute). :func:`accumulate` instead gathers, for each atom, the
+racy in torch 2.13 after an in-graph permute). :meth:`AtomSelection.accumulate` instead gathers, for each atom, the
 gradients of every place it was selected (an inverse index, with padding masked out) and sums them:
 plain vectorised loops along the batch, on CPU and CUDA alike. The sum runs column by column of the
 inverse index (one gather per column, added elementwise): written as a reduction over the inverse
@@ -67,6 +67,8 @@ class AtomSelection(nn.Module):
         """Per-atom sums ``(3, N, B)`` of ``k`` per-tuple tensors ``(3, n_terms, B)`` (as :meth:`select`
         returns them): the adjoint of :meth:`select`, written as gathers (module doc)."""
         stacked = torch.stack(parts, dim=2).reshape(3, -1, parts[0].shape[2])
+        if stacked.shape[1] == 0:  # a force without terms
+            return stacked.new_zeros(3, self.places.shape[0], stacked.shape[2])
         columns = [torch.where(present, stacked.index_select(1, places), 0.0)
                    for places, present in zip(self.places.unbind(1), self.present.unbind(1))]
         return sum(columns[1:], columns[0])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import openmm
 import torch
-
 from torch import nn
 
 from boltzclf.core.errors import BoltzclfError

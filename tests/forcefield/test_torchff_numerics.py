@@ -109,6 +109,23 @@ def test_pair_distance_gradients_match_finite_differences_to_second_order():
     torch.testing.assert_close(pair_distances(xt), expected)
 
 
+def test_forces_without_terms_contribute_nothing():
+    """Empty bonded and nonbonded forces next to one angle: OpenMM's energies and forces."""
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(12.0)
+    system.addForce(openmm.HarmonicBondForce())
+    system.addForce(openmm.PeriodicTorsionForce())
+    angles = openmm.HarmonicAngleForce()
+    angles.addAngle(0, 1, 2, 1.9, 300.0)
+    system.addForce(angles)
+    xs = np.random.default_rng(16).normal(scale=0.15, size=(5, 3, 3))
+    energy, force = TorchForceField(system).energy_and_force(torch.tensor(xs))
+    expected = openmm_reference(system, xs)
+    np.testing.assert_allclose(energy.numpy(), expected["total"], rtol=1e-10)
+    np.testing.assert_allclose(force.numpy(), expected["forces"], rtol=1e-8, atol=1e-8)
+
+
 @pytest.fixture
 def two_threads():
     """Run with two torch threads: the multi-threaded compiled kernels are the ones that once broke."""
