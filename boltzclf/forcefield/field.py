@@ -3,7 +3,9 @@
 :class:`TorchForceField` is built once from an :class:`openmm.System` and maps positions
 ``(B, n_atoms, 3)`` in nm to potential energies ``(B,)`` in kJ/mol, on whatever device and in
 whatever floating dtype the positions come (float64 for reference accuracy, float32 for speed).
-Forces come from autograd. Supported forces: HarmonicBondForce, HarmonicAngleForce,
+Forces come from autograd; the bonded terms and the grid of pair distances supply closed-form backward
+passes (:mod:`~boltzclf.forcefield.analytic`, :mod:`~boltzclf.forcefield.grid`), which keep the
+compiled backward pass short. Supported forces: HarmonicBondForce, HarmonicAngleForce,
 PeriodicTorsionForce, NonbondedForce (NoCutoff), GBSAOBCForce and CustomGBForce (NoCutoff);
 CMMotionRemover is ignored; anything else is refused by name.
 
