@@ -9,8 +9,9 @@ graph took a chain of loops over saved intermediates. Under ``torch.compile`` (f
 1024 alanine-dipeptide samples, energy and forces) the bonds, angles and torsions together took
 1.5 ms, against 6.1 ms with autograd through their expressions.
 
-The backward is written in differentiable torch operations on the saved positions, so second
-derivatives (``create_graph=True``) are exact too.
+The backward recomputes the geometry from the saved positions instead of saving intermediates (under
+``torch.compile`` it fuses into the same loop; in eager mode it costs a second pass) and is written in
+differentiable torch operations, so second derivatives (``create_graph=True``) are exact too.
 
 Positions come component-first and batch-last, ``(3, n_atoms, B)`` in nm (see
 :mod:`boltzclf.forcefield.field`); per-tuple parameters are ``(n_terms, 1)`` columns that broadcast
