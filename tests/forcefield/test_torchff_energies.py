@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from boltzclf.forcefield import TorchForceField
-from conftest import aldp_prmtop_obc2, aldp_with, chignolin_gbn2, md_frames, openmm_reference, perturbed
+from forcefield_testdata import aldp_prmtop_obc2, aldp_with, chignolin_gbn2, md_frames, openmm_reference, perturbed
 
 RTOL = 1e-5
 

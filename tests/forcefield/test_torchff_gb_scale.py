@@ -8,7 +8,7 @@ import torch
 
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.forcefield import TorchForceField
-from conftest import aldp_prmtop_obc2, openmm_reference, perturbed
+from forcefield_testdata import aldp_prmtop_obc2, openmm_reference, perturbed
 
 LAMBDAS = (0.0, 0.3, 0.7, 1.0)
 

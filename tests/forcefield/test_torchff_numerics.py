@@ -11,7 +11,7 @@ from boltzclf.forcefield.bonded import HarmonicAngles, HarmonicBonds, PeriodicTo
 from boltzclf.forcefield.field import component_first
 from boltzclf.forcefield.gather import AtomSelection
 from boltzclf.forcefield.grid import pair_distances
-from conftest import openmm_reference, perturbed
+from forcefield_testdata import openmm_reference, perturbed
 
 
 def test_float32_is_close_to_float64_and_stays_float32(aldp_implicit):

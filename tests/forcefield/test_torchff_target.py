@@ -9,7 +9,7 @@ import torch
 from boltzclf.forcefield import TorchEnergyTarget, TorchForceField, torch_target
 from boltzclf.openmm import load_system
 from boltzclf.targets.protocol import EnergyTarget
-from conftest import perturbed
+from forcefield_testdata import perturbed
 
 SPEC = Path(__file__).resolve().parents[2] / "systems" / "alanine_dipeptide_implicit.yaml"
 

@@ -8,7 +8,7 @@ import mdtraj
 import pytest
 
 from boltzclf.cli.main import EXIT_USER_ERROR, main
-from conftest import md_frames
+from forcefield_testdata import md_frames
 
 SPEC = Path(__file__).resolve().parents[2] / "systems" / "alanine_dipeptide_implicit.yaml"
 
