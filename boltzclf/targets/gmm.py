@@ -137,6 +137,34 @@ def interpolant_marginal(start: GaussianMixture, end: GaussianMixture, interpola
     return _marginal_at(start, interpolant, t, end)
 
 
+def marginal_velocity(start: GaussianMixture, end: GaussianMixture, interpolant: StochasticInterpolant,
+                      t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Exact velocity v(t, x) = E[X_1 − X_0 | X_t = x] of the interpolant between two mixtures.
+
+    X_t = (1−t)X_0 + tX_1 + γ(t)Z with X_0 ~ ``start``, X_1 ~ ``end``, Z independent (independent
+    coupling). Given the pair of components (a, b), (X_1 − X_0, X_t) is jointly Gaussian, so per dimension
+    E[X_1 − X_0 | x, a, b] = (μ¹_b − μ⁰_a) + (tΣ¹_b − (1−t)Σ⁰_a)/((1−t)²Σ⁰_a + t²Σ¹_b + γ²) · (x − m_ab),
+    m_ab = (1−t)μ⁰_a + tμ¹_b; v averages these with the pair responsibilities p(a, b | x). The
+    probability-flow drift of the interpolant is b = v − γγ̇ ∇ₓlog p_t.
+
+    Parameters
+    ----------
+    t : (B,) per-sample times in (0, 1).
+    x : (B, D) points.
+
+    Returns
+    -------
+    (B, D) tensor in the mixtures' dtype.
+    """
+    weights, means, variances = marginal_components(start, interpolant, t, end)  # pairs (a, b), a-major
+    resp = torch.softmax(_component_log_probs(x, weights, means, variances), dim=-1)  # (B, K0·K1)
+    tt = t.to(start.means.dtype)[:, None, None, None]
+    shift = (end.means[None, :, :] - start.means[:, None, :]).reshape(1, -1, start.dim)  # μ¹_b − μ⁰_a
+    cov = (tt * end.variances[None, None, :, :] - (1.0 - tt) * start.variances[None, :, None, :]).flatten(1, 2)
+    conditional = shift + cov / variances * (x[:, None, :] - means)  # (B, K0·K1, D)
+    return (resp[..., None] * conditional).sum(1)
+
+
 def two_modes(dim: int, separation: float = 5.0, variance: float = 0.05, heavy_weight: float = 2.0 / 3.0,
               dtype: torch.dtype = torch.float64) -> GaussianMixture:
     """TwoModes(d, a): w N(−a·1, v I) + (1 − w) N(+a·1, v I), standardised (METHOD.md §6.1).

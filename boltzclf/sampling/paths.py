@@ -1,0 +1,157 @@
+"""Sequences of target densities along a level grid ("paths") that SMC, AIS and replica exchange walk.
+
+A path gives, for levels k = 0 … K−1 at ascending times, an unnormalised log-density log π̃_k(x) and
+its gradient, plus the distribution the walk starts from at the top level. :class:`LearnedPath` uses a
+learned energy's log p̃_θ(t_k, x) at every level and may replace its ends by true densities (any
+:class:`~boltzclf.targets.EnergyTarget`): the final target at level 0 (the Boltzmann density), and for
+interpolants the exactly sampled start at level K−1. Unknown per-level normalisers cancel in the
+self-normalised weights, so the learned f is not needed here (it is for mixtures, see
+:mod:`boltzclf.sampling.composition`).
+
+Every path counts its evaluations in ``n_model_evals`` and ``n_target_evals`` (samples, not calls).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _split(x: torch.Tensor, chunk_size: int | None) -> list[torch.Tensor]:
+    return [x] if chunk_size is None or x.shape[0] <= chunk_size else list(torch.split(x, chunk_size))
+
+
+def score_and_log_prob(log_prob_fn, x: torch.Tensor, chunk_size: int | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log_prob_fn(x) -> (B,)`` and its gradient, evaluated in chunks; returns ``(logp float64, grad)``."""
+    logps, grads = [], []
+    for part in _split(x, chunk_size):
+        with torch.enable_grad():
+            part = part.detach().requires_grad_(True)
+            logp = log_prob_fn(part)
+            (grad,) = torch.autograd.grad(logp.sum(), part)
+        logps.append(logp.detach().to(torch.float64))
+        grads.append(grad.detach())
+    return torch.cat(logps), torch.cat(grads)
+
+
+def target_log_prob_and_score(target, x: torch.Tensor, chunk_size: int | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """−u(x) and its gradient (the force) of an :class:`~boltzclf.targets.EnergyTarget`, in chunks."""
+    logps, grads = [], []
+    for part in _split(x, chunk_size):
+        logps.append(-target.energy(part).detach().to(torch.float64))
+        grads.append(target.force(part).detach().to(part.dtype))
+    return torch.cat(logps), torch.cat(grads)
+
+
+class GaussianPrior:
+    """The start of a diffusion path: N(0, v I) on the model's space (centred for particles)."""
+
+    def __init__(self, variance: float, space):
+        self.variance = float(variance)
+        self.space = space
+
+    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` draws and their log-density (float64)."""
+        shape = (n,) + tuple(self.space.event_shape)
+        x = self.space.centre(torch.randn(shape, generator=generator, dtype=dtype, device=device)) * math.sqrt(self.variance)
+        sq = x.flatten(1).to(torch.float64).pow(2).sum(1)
+        return x, -0.5 * sq / self.variance - 0.5 * self.space.dim * math.log(2.0 * math.pi * self.variance)
+
+
+class TargetStart:
+    """The start of an interpolant path: exact samples of a normalised target with ``sample``."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.target.sample(n, generator).to(device=device, dtype=dtype)
+        return x, -self.target.energy(x).detach().to(torch.float64)
+
+
+class LearnedPath:
+    """log π̃_k = log p̃_θ(t_k, ·) of an energy model, with optional true densities at the ends.
+
+    Parameters
+    ----------
+    model
+        A :class:`~boltzclf.models.energy.TimeDependentEnergy` (learned or exact).
+    final_target
+        EnergyTarget replacing level 0 (the true Boltzmann density), or None.
+    start
+        Where the walk starts at level K−1: default the model's Gaussian prior N(0, v(t_{K−1}) I) for
+        diffusions; for interpolants pass a :class:`TargetStart` of the t = 1 density, which then also
+        serves as level K−1's target.
+    score_only
+        Interior levels contribute no density (log π̃_k = 0), only their scores for the kernels: the
+        path of diffusion AIS.
+    chunk_size
+        Evaluate at most this many samples at once (memory).
+    times
+        Ascending level times ``(K,)`` to walk (default: the model's training grid). A finer grid
+        shrinks each kernel's error; the energy is evaluated at any t, and f is not needed.
+    """
+
+    def __init__(self, model, final_target=None, start=None, score_only: bool = False,
+                 chunk_size: int | None = None, times: torch.Tensor | None = None):
+        self.model = model
+        self.space = model
+        self.times = (model.levels if times is None else times).detach().to(torch.float64).cpu()
+        if len(self.times) < 2 or bool((self.times[1:] <= self.times[:-1]).any()):
+            raise ValueError("a path needs at least 2 strictly ascending times")
+        self.final_target = final_target
+        self.score_only = score_only
+        self.chunk_size = chunk_size
+        if start is None:
+            if model.process.kind == "interpolant":
+                raise ValueError("an interpolant path needs start=TargetStart(t = 1 target)")
+            top = model.process.input_variance(self.times[-1], model.sigma_data)
+            start = GaussianPrior(float(top), model)
+        self.start = start
+        self.n_model_evals = 0
+        self.n_target_evals = 0
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.times)
+
+    def initial(self, n: int, generator: torch.Generator, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` start samples at level K−1 and their log-density under the start distribution."""
+        return self.start.sample(n, generator, dtype, device)
+
+    def _true_end(self, k: int):
+        if k == 0 and self.final_target is not None:
+            return self.final_target
+        if k == self.n_levels - 1 and isinstance(self.start, TargetStart):
+            return self.start.target
+        return None
+
+    def log_density(self, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log π̃_k(x) (B,) float64, ∇ log π̃_k(x) like x)``."""
+        target = self._true_end(k)
+        if target is not None:
+            self.n_target_evals += x.shape[0]
+            return target_log_prob_and_score(target, x, self.chunk_size)
+        self.n_model_evals += x.shape[0]
+        logp, score = score_and_log_prob(self._model_log_prob(k), x, self.chunk_size)
+        return (torch.zeros_like(logp) if self.score_only else logp), score
+
+    def _model_log_prob(self, k: int):
+        t = float(self.times[k])
+
+        def log_prob(x: torch.Tensor) -> torch.Tensor:
+            return self.model.log_prob_unnormalised(torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device), x)
+
+        return log_prob
+
+    def hessian(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """∇² log π̃_k(x) for flat ``x`` ``(B, D)``: ``(B, D, D)`` by D backward passes."""
+        target = self._true_end(k)
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            logp = -target.energy(x) if target is not None else self._model_log_prob(k)(x)
+            (grad,) = torch.autograd.grad(logp.sum(), x, create_graph=True)
+            rows = [torch.autograd.grad(grad[:, j].sum(), x, retain_graph=True)[0] for j in range(x.shape[1])]
+        return torch.stack(rows, 1).detach()
