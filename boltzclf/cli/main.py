@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "boltzclf.cli.run",
     "boltzclf.cli.train",
     "boltzclf.cli.evaluate",
+    "boltzclf.cli.sample",
     "boltzclf.cli.simulate",
     "boltzclf.cli.pmf",
     "boltzclf.cli.validate_energy",

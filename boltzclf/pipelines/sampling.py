@@ -1,0 +1,226 @@
+"""Sampling a trained run: one sampler, one output directory (``boltzclf sample``).
+
+``DIR`` receives ``config.json`` (the sampling settings and the run it samples), ``metadata.json``,
+``samples.npz`` (``samples`` ``(N, *event)``, ``log_weights`` ``(N,)`` normalised, ``ancestors``
+``(N,)``), ``diagnostics.json`` (ESS trace, resampling events, acceptance, log Z ± SE, evaluation
+counts, wall time), ``results.json`` (the summary, with mode masses against the exact target when the
+run's target is an analytic mixture) and ``ess.png``. Sampling is deterministic given the seed, so a
+killed run re-run with the same command writes the same files; a finished one is not redone.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from boltzclf.core import atomic, rundir
+from boltzclf.core.config import require, to_dict
+from boltzclf.core.errors import BoltzclfError
+from boltzclf.diffusion.grids import log_snr_grid, uniform_grid
+from boltzclf.estimators.importance import summarise
+from boltzclf.estimators.mmd import mmd
+from boltzclf.estimators.weighted import weighted_fractions
+from boltzclf.pipelines.experiment import load_trained
+from boltzclf.plots.sampling import ess_trace_figure
+from boltzclf.sampling.ancestral import ancestral_sample
+from boltzclf.sampling.kernels import DiffusionKernels
+from boltzclf.sampling.langevin import run_langevin
+from boltzclf.sampling.ode import FlowSolver, probability_flow_sample
+from boltzclf.sampling.paths import LearnedPath
+from boltzclf.sampling.smc import SMCSettings, diffusion_ais, smc
+from boltzclf.training.config import build_target
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("ancestral", "ode", "smc", "ais", "langevin")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """What to sample and how.
+
+    sampler: one of :data:`SAMPLERS`. n: samples (particles, walkers). target: ``exact`` uses the
+    run's true target density at level 0 (SMC, AIS, importance weights of ODE samples) and as the
+    Langevin energy; ``model`` samples the learned energy itself. levels: size of the level grid the
+    path sampler walks (log-SNR spaced between the model's first and last level; 0 = the model's own
+    grid). kernel, posterior_variance: reverse kernel. groups, resample_threshold, no_resample_last,
+    mcmc_steps, step_size: SMC settings (step_size is also the MALA step). langevin_steps,
+    integrator, dt, friction: Langevin on U(t_0, ·) (unit masses, kT = 1; toy targets). ode_steps:
+    RK4 steps of the probability-flow ODE (0 = one per level).
+    """
+
+    sampler: Literal["ancestral", "ode", "smc", "ais", "langevin"]
+    n: int = 4096
+    target: Literal["exact", "model"] = "exact"
+    seed: int = 0
+    levels: int = 0
+    kernel: Literal["ddpm", "ei"] = "ddpm"
+    posterior_variance: Literal["isotropic", "hessian"] = "isotropic"
+    groups: int = 8
+    resample_threshold: float = 0.3
+    no_resample_last: int = 0
+    mcmc_steps: int = 0
+    step_size: float = 1e-3
+    langevin_steps: int = 1000
+    integrator: Literal["baoab", "mala", "ghmc"] = "mala"
+    dt: float = 1e-2
+    friction: float = 1.0
+    ode_steps: int = 0
+
+    def __post_init__(self):
+        require(self.n >= 2, "n", f"must be >= 2, got {self.n}")
+        require(self.levels == 0 or self.levels >= 2, "levels", "must be 0 (the model's grid) or >= 2")
+        require(self.groups >= 1 and self.n % self.groups == 0 and self.n // self.groups >= 2, "groups",
+                f"n ({self.n}) must be a multiple of groups ({self.groups}) with >= 2 particles per group")
+        require(0.0 <= self.resample_threshold <= 1.0, "resample_threshold", "must be in [0, 1]")
+        require(self.no_resample_last >= 0 and self.mcmc_steps >= 0, "mcmc_steps", "counts must be >= 0")
+        require(self.step_size > 0 and self.dt > 0 and self.friction > 0, "step_size",
+                "step_size, dt and friction must be positive")
+        require(self.langevin_steps >= 1, "langevin_steps", "must be >= 1")
+        require(self.ode_steps >= 0, "ode_steps", "must be >= 0")
+
+
+def run(run_dir: str | Path, config: SampleConfig, out: str | Path, device: torch.device) -> dict:
+    """Sample the trained model in ``run_dir`` into ``out``; returns the summary (``results.json``)."""
+    model, experiment = load_trained(run_dir, device)
+    _check_supported(model, config)
+    resolved = {"run": str(Path(run_dir).resolve()), "sampling": to_dict(config)}
+    out = rundir.prepare(out, resolved, seed=config.seed, device=str(device), inputs=(Path(run_dir) / "checkpoint.pt",))
+    if (out / "results.json").exists():
+        log.info("%s: finished earlier, reusing it", out)
+        return json.loads((out / "results.json").read_text())
+    target = build_target(experiment.target)
+    draw = _SAMPLERS[config.sampler]
+    outcome = draw(model, target if config.target == "exact" else None, config,
+                   torch.Generator(device=device).manual_seed(config.seed))
+    summary = _summarise(outcome, target, config)
+    atomic.save_npz(out / "samples.npz", **{k: v.detach().cpu().numpy() for k, v in outcome["arrays"].items()})
+    atomic.write_json(out / "diagnostics.json", outcome["diagnostics"])
+    atomic.save_figure(out / "ess.png", ess_trace_figure(outcome["diagnostics"], title=f"{config.sampler}: {run_dir}"))
+    atomic.write_json(out / "results.json", summary)
+    return summary
+
+
+def _check_supported(model, config: SampleConfig) -> None:
+    if model.process.kind == "interpolant":
+        raise BoltzclfError(f"{config.sampler}: this run trained a stochastic interpolant, whose samplers need a "
+                            "velocity field that 'boltzclf train' does not learn; use the Python API "
+                            "(boltzclf.sampling.kernels.InterpolantKernels, boltzclf.sampling.ode) with a velocity")
+    if config.posterior_variance == "hessian" and model.particles:
+        raise BoltzclfError("--posterior-variance hessian needs flat data; use isotropic for molecules")
+
+
+def _path_times(model, levels: int) -> torch.Tensor | None:
+    if levels == 0:
+        return None
+    first, last = float(model.levels[0]), float(model.levels[-1])
+    if model.process.kind == "interpolant":
+        return uniform_grid(first, last, levels)
+    return log_snr_grid(model.process, first, last, levels)
+
+
+def _path_and_kernels(model, target, config: SampleConfig, score_only: bool = False):
+    path = LearnedPath(model, final_target=target, times=_path_times(model, config.levels), score_only=score_only)
+    kernels = DiffusionKernels(model.process, path.times, model, model.sigma_data, config.kernel,
+                               config.posterior_variance)
+    return path, kernels
+
+
+def _weighted_outcome(result) -> dict:
+    diagnostics = {
+        "log_z": result.log_z, "log_z_se": result.log_z_se, "log_z_groups": result.log_z_groups.tolist(),
+        "ess_final": result.ess_final, "ess": result.ess.tolist(), "resampled": result.resampled.tolist(),
+        "acceptance": result.acceptance.tolist(), "step_sizes": result.step_sizes.tolist(),
+        "n_model_evals": result.n_model_evals, "n_target_evals": result.n_target_evals, "wall_s": result.wall_s,
+    }
+    return {"arrays": {"samples": result.samples, "log_weights": result.log_weights, "ancestors": result.ancestors},
+            "diagnostics": diagnostics}
+
+
+def _smc(model, target, config: SampleConfig, generator) -> dict:
+    path, kernels = _path_and_kernels(model, target, config)
+    settings = SMCSettings(config.n, config.groups, config.resample_threshold, config.no_resample_last,
+                           config.mcmc_steps, config.step_size)
+    return _weighted_outcome(smc(path, kernels, settings, generator, device=model.levels.device, progress=True))
+
+
+def _ais(model, target, config: SampleConfig, generator) -> dict:
+    path, kernels = _path_and_kernels(model, target, config, score_only=True)
+    return _weighted_outcome(diffusion_ais(path, kernels, config.n, generator, config.groups,
+                                           device=model.levels.device, progress=True))
+
+
+def _unweighted(samples: torch.Tensor, diagnostics: dict) -> dict:
+    n = samples.shape[0]
+    return {"arrays": {"samples": samples, "log_weights": torch.full((n,), -float(np.log(n)), dtype=torch.float64),
+                       "ancestors": torch.arange(n)}, "diagnostics": diagnostics}
+
+
+def _ancestral(model, target, config: SampleConfig, generator) -> dict:
+    result = ancestral_sample(model, config.n, generator, kind=config.kernel,
+                              posterior_variance=config.posterior_variance, times=_path_times(model, config.levels))
+    return _unweighted(result.samples, {"n_model_evals": result.n_score_evaluations, "time": result.time})
+
+
+def _ode(model, target, config: SampleConfig, generator) -> dict:
+    solver = FlowSolver(method="rk4", steps=config.ode_steps or None)
+    flow = probability_flow_sample(model, config.n, generator, solver=solver)
+    diagnostics = {"n_function_evaluations": flow.n_function_evaluations, "method": "rk4",
+                   "log_q_mean": float(flow.log_prob.mean())}
+    if target is None:
+        return _unweighted(flow.samples, diagnostics)
+    log_w = (-target.energy(flow.samples.to(torch.float64)) - flow.log_prob).to(torch.float64)
+    stats = summarise(log_w)
+    diagnostics.update(ess_final=stats["ess"], log_z=stats["log_z"], log_z_se=stats["log_z_se"],
+                       max_weight=stats["max_weight"])
+    log_w = log_w - torch.logsumexp(log_w, 0)
+    return {"arrays": {"samples": flow.samples, "log_weights": log_w, "ancestors": torch.arange(config.n)},
+            "diagnostics": diagnostics}
+
+
+def _langevin(model, target, config: SampleConfig, generator) -> dict:
+    start = ancestral_sample(model, config.n, generator, times=_path_times(model, config.levels)).samples
+    energy = target if target is not None else model.at_time(float(model.levels[0]))
+    result = run_langevin(energy, start.to(torch.float64 if target is not None else start.dtype),
+                          config.langevin_steps, config.integrator, generator=generator, dt=config.dt,
+                          friction=config.friction, step_size=config.step_size, record_every=config.langevin_steps,
+                          progress=True)
+    diagnostics = {"integrator": config.integrator, "steps": config.langevin_steps,
+                   "acceptance_rate": result.acceptance_rate, "n_force_evaluations": result.n_force_evaluations,
+                   "n_nonfinite": result.n_nonfinite}
+    return _unweighted(result.samples[-1], diagnostics)
+
+
+_SAMPLERS = {"ancestral": _ancestral, "ode": _ode, "smc": _smc, "ais": _ais, "langevin": _langevin}
+
+
+def _summarise(outcome: dict, target, config: SampleConfig) -> dict:
+    arrays, diagnostics = outcome["arrays"], outcome["diagnostics"]
+    samples = arrays["samples"].detach().cpu().to(torch.float64)
+    summary = {"sampler": config.sampler, "n": config.n,
+               **{k: diagnostics[k] for k in ("ess_final", "log_z", "log_z_se") if k in diagnostics}}
+    if "ess" in diagnostics:
+        summary["ess_min"] = min(diagnostics["ess"])
+    labels = target.responsibilities(samples).argmax(1)
+    masses = weighted_fractions(labels, target.n_components, arrays["log_weights"], arrays["ancestors"])
+    truth = target.weights
+    summary.update({
+        "mode_weights": masses.value.tolist(), "mode_weights_se": masses.se.tolist(),
+        "mode_weights_true": truth.tolist(),
+        "mode_weight_error": float(0.5 * (masses.value - truth).abs().sum()),
+        "mmd": _weighted_mmd(samples, arrays["log_weights"], target, config.seed),
+    })
+    return summary
+
+
+def _weighted_mmd(samples: torch.Tensor, log_weights: torch.Tensor, target, seed: int, n: int = 2048) -> float:
+    """MMD² between exact target samples and ``n`` draws from the weighted samples (multinomial)."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.multinomial(torch.softmax(log_weights.cpu().to(torch.float64), 0), n, replacement=True,
+                              generator=generator)
+    return mmd(samples[picks], target.sample(n, generator))
