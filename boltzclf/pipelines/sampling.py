@@ -23,8 +23,7 @@ from boltzclf.core.config import require, to_dict
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.diffusion.grids import log_snr_grid, uniform_grid
 from boltzclf.estimators.importance import summarise
-from boltzclf.estimators.mmd import mmd
-from boltzclf.estimators.weighted import weighted_fractions
+from boltzclf.evaluation.weighted_samples import weighted_sample_metrics
 from boltzclf.pipelines.experiment import load_trained
 from boltzclf.plots.sampling import ess_trace_figure
 from boltzclf.sampling.ancestral import ancestral_sample
@@ -201,26 +200,11 @@ _SAMPLERS = {"ancestral": _ancestral, "ode": _ode, "smc": _smc, "ais": _ais, "la
 
 def _summarise(outcome: dict, target, config: SampleConfig) -> dict:
     arrays, diagnostics = outcome["arrays"], outcome["diagnostics"]
-    samples = arrays["samples"].detach().cpu().to(torch.float64)
     summary = {"sampler": config.sampler, "n": config.n,
                **{k: diagnostics[k] for k in ("ess_final", "log_z", "log_z_se") if k in diagnostics}}
     if "ess" in diagnostics:
         summary["ess_min"] = min(diagnostics["ess"])
-    labels = target.responsibilities(samples).argmax(1)
-    masses = weighted_fractions(labels, target.n_components, arrays["log_weights"], arrays["ancestors"])
-    truth = target.weights
-    summary.update({
-        "mode_weights": masses.value.tolist(), "mode_weights_se": masses.se.tolist(),
-        "mode_weights_true": truth.tolist(),
-        "mode_weight_error": float(0.5 * (masses.value - truth).abs().sum()),
-        "mmd": _weighted_mmd(samples, arrays["log_weights"], target, config.seed),
-    })
+    summary.update(weighted_sample_metrics(arrays["samples"], arrays["log_weights"], arrays["ancestors"], target,
+                                           config.seed))
+    summary["mode_weights_true"] = target.weights.tolist()
     return summary
-
-
-def _weighted_mmd(samples: torch.Tensor, log_weights: torch.Tensor, target, seed: int, n: int = 2048) -> float:
-    """MMD² between exact target samples and ``n`` draws from the weighted samples (multinomial)."""
-    generator = torch.Generator().manual_seed(seed)
-    picks = torch.multinomial(torch.softmax(log_weights.cpu().to(torch.float64), 0), n, replacement=True,
-                              generator=generator)
-    return mmd(samples[picks], target.sample(n, generator))
