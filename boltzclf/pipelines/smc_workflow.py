@@ -25,6 +25,7 @@ from boltzclf.core.config import require, to_dict
 from boltzclf.diffusion.grids import log_snr_grid
 from boltzclf.evaluation.weighted_samples import weighted_sample_metrics
 from boltzclf.losses import LossConfig
+from boltzclf.pipelines.composition_check import run_composition
 from boltzclf.pipelines.experiment import train_experiment
 from boltzclf.plots.smc_report import smc_report
 from boltzclf.sampling.kernels import DiffusionKernels
@@ -118,17 +119,10 @@ def run(workflow: SMCComparisonWorkflow, out: str | Path, device: torch.device) 
             traces[target_name][method] = record.pop("ess")
             results[target_name][method] = record
     if workflow.composition is not None:
-        from boltzclf.pipelines.composition_check import run_composition
-
         results["composition"] = run_composition(workflow, out / "composition", device)
     atomic.write_json(out / "results.json", results)
     atomic.save_figure(out / "report.png", smc_report(results, traces, title=workflow.description))
     return results
-
-
-def trained_model(config: ExperimentConfig, out: Path, device):
-    """Train (or reload a finished) model of ``config`` into run directory ``out``."""
-    return train_experiment(config, out, device).eval()
 
 
 def path_times(config: ExperimentConfig, levels: int) -> torch.Tensor | None:
@@ -144,7 +138,7 @@ def _smc_record(config: ExperimentConfig, options: SMCOptions, out: Path, device
     record_path = out / "smc.json"
     if record_path.exists():
         return json.loads(record_path.read_text())
-    model = trained_model(config, out, device)
+    model = train_experiment(config, out, device).eval()  # reloads a finished run
     target = build_target(config.target)
     path = LearnedPath(model, final_target=target.to(device=device), times=path_times(config, options.levels))
     kernels = DiffusionKernels(model.process, path.times, model, model.sigma_data, options.kernel,

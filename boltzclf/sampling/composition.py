@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from boltzclf.sampling.paths import GaussianPrior, LearnedPath, target_log_prob_and_score
+from boltzclf.sampling.paths import GaussianPrior, LearnedPath, hessian_of, target_log_prob_and_score
 
 __all__ = ["MixturePath", "ProductPath"]
 
@@ -48,15 +48,6 @@ def _as_path(obj, times: torch.Tensor | None, chunk_size: int | None):
         return LearnedPath(obj, chunk_size=chunk_size, times=times)
     raise TypeError("expected a path (log_density) or an energy model (log_prob_unnormalised), "
                     f"got {type(obj).__name__}")
-
-
-def _hessian_of(log_prob_fn, x: torch.Tensor) -> torch.Tensor:
-    """∇² log_prob_fn(x) for flat ``x`` ``(B, D)``: ``(B, D, D)`` by D backward passes."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(log_prob_fn(x).sum(), x, create_graph=True)
-        rows = [torch.autograd.grad(grad[:, j].sum(), x, retain_graph=True)[0] for j in range(x.shape[1])]
-    return torch.stack(rows, 1).detach()
 
 
 class _PriorMixture:
@@ -197,7 +188,7 @@ class ProductPath(_Composition):
     def hessian(self, k: int, x: torch.Tensor) -> torch.Tensor:
         """∇² log π̃_k(x) = Hᵃ + Hᵇ for flat ``x`` ``(B, D)``: ``(B, D, D)``."""
         if k == 0 and self.final_target is not None:
-            return _hessian_of(lambda y: -self.final_target.energy(y), x)
+            return hessian_of(lambda y: -self.final_target.energy(y), x)
         return self.path_a.hessian(k, x) + self.path_b.hessian(k, x)
 
 

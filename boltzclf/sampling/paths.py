@@ -45,6 +45,15 @@ def target_log_prob_and_score(target, x: torch.Tensor, chunk_size: int | None = 
     return torch.cat(logps), torch.cat(grads)
 
 
+def hessian_of(log_prob_fn, x: torch.Tensor) -> torch.Tensor:
+    """∇² log_prob_fn(x) for flat ``x`` ``(B, D)``: ``(B, D, D)`` by D backward passes."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(log_prob_fn(x).sum(), x, create_graph=True)
+        rows = [torch.autograd.grad(grad[:, j].sum(), x, retain_graph=True)[0] for j in range(x.shape[1])]
+    return torch.stack(rows, 1).detach()
+
+
 class GaussianPrior:
     """The start of a diffusion path: N(0, v I) on the model's space (centred for particles)."""
 
@@ -147,11 +156,6 @@ class LearnedPath:
         return log_prob
 
     def hessian(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        """∇² log π̃_k(x) for flat ``x`` ``(B, D)``: ``(B, D, D)`` by D backward passes."""
+        """∇² log π̃_k(x) for flat ``x`` ``(B, D)``: ``(B, D, D)``."""
         target = self._true_end(k)
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            logp = -target.energy(x) if target is not None else self._model_log_prob(k)(x)
-            (grad,) = torch.autograd.grad(logp.sum(), x, create_graph=True)
-            rows = [torch.autograd.grad(grad[:, j].sum(), x, retain_graph=True)[0] for j in range(x.shape[1])]
-        return torch.stack(rows, 1).detach()
+        return hessian_of(lambda y: -target.energy(y) if target is not None else self._model_log_prob(k)(y), x)

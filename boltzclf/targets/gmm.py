@@ -205,3 +205,26 @@ def _mixture_score(x: torch.Tensor, comp_log_probs: torch.Tensor, means, varianc
     resp = torch.softmax(comp_log_probs, dim=-1)  # (B, K)
     comp_scores = -(x[:, None, :] - means) / variances  # (B, K, D)
     return (resp[..., None] * comp_scores).sum(1)
+
+
+def product_of_mixtures(a: GaussianMixture, b: GaussianMixture) -> tuple[GaussianMixture, float]:
+    """The normalised product p_a·p_b / Z of two diagonal mixtures, and log Z = log ∫ p_a p_b dx.
+
+    Component (i, j) (index i·K_b + j) has weight ∝ w_i w_j N(μ_i; μ_j, Σ_i + Σ_j), variance
+    (Σ_i⁻¹ + Σ_j⁻¹)⁻¹ and mean var·(Σ_i⁻¹ μ_i + Σ_j⁻¹ μ_j).
+    """
+    mu_a, mu_b = a.means[:, None, :], b.means[None, :, :]
+    var_a, var_b = a.variances[:, None, :], b.variances[None, :, :]
+    overlap = -0.5 * (((mu_a - mu_b) ** 2 / (var_a + var_b)) + torch.log(2.0 * math.pi * (var_a + var_b))).sum(-1)
+    log_w = torch.log(a.weights)[:, None] + torch.log(b.weights)[None, :] + overlap
+    variances = 1.0 / (1.0 / var_a + 1.0 / var_b)
+    means = variances * (mu_a / var_a + mu_b / var_b)
+    log_z = torch.logsumexp(log_w.reshape(-1), 0)
+    mixture = GaussianMixture(torch.exp(log_w.reshape(-1) - log_z), means.reshape(-1, a.dim), variances.reshape(-1, a.dim))
+    return mixture, float(log_z)
+
+
+def mixture_of_mixtures(a: GaussianMixture, b: GaussianMixture, weights: tuple[float, float]) -> GaussianMixture:
+    """w_a p_a + w_b p_b as one mixture (components of ``a`` first)."""
+    return GaussianMixture(torch.cat([weights[0] * a.weights, weights[1] * b.weights]),
+                           torch.cat([a.means, b.means]), torch.cat([a.variances, b.variances]))
