@@ -5,21 +5,14 @@ import numpy as np
 import pytest
 
 from boltzclf.cli.main import EXIT_USER_ERROR, main
+from test_cli import TINY_EXPERIMENT
 
-TINY = """
-target: {name: two_modes, dim: 2}
-grid: {kind: log_snr, n_levels: 8, t_min: 1.0e-3}
-model: {hidden: 16, n_layers: 1, time_dim: 8}
-loss: {kind: diffclf, k: 2}
-training: {steps: 4, batch_size: 32, checkpoint_every: 2, log_every: 2, dataset_size: 128}
-evaluation: {n_samples: 64, n_levels: 3}
-"""
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("sample")
-    (root / "tiny.yaml").write_text(TINY)
+    (root / "tiny.yaml").write_text(TINY_EXPERIMENT)
     assert main(["train", str(root / "tiny.yaml"), "--out", str(root / "run"), "--device", "cpu"]) == 0
     return root / "run"
 

@@ -33,7 +33,8 @@ import math
 
 import torch
 
-from boltzclf.sampling.paths import GaussianPrior, LearnedPath, hessian_of, target_log_prob_and_score
+from boltzclf.sampling.paths import LearnedPath, draw_start, hessian_of, target_log_prob_and_score
+from boltzclf.sampling.priors import GaussianPrior
 
 __all__ = ["MixturePath", "ProductPath"]
 
@@ -51,28 +52,20 @@ def _as_path(obj, times: torch.Tensor | None, chunk_size: int | None):
 
 
 class _PriorMixture:
-    """Σ_m w_m N(0, v_m I) on the model's space (centred for particles); normalised."""
+    """Σ_m w_m N(0, v_m I): a normalised mixture of Gaussian priors on one space."""
 
-    def __init__(self, weights: tuple[float, ...], variances: tuple[float, ...], space):
-        self.weights = tuple(float(w) for w in weights)
-        self.variances = tuple(float(v) for v in variances)
-        self.space = space
+    def __init__(self, weights: tuple[float, ...], priors: tuple[GaussianPrior, ...]):
+        self.weights = torch.tensor(weights, dtype=torch.float64)
+        self.priors = priors
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        sq = self.space.centre(x).flatten(1).to(torch.float64).pow(2).sum(1)
-        terms = [math.log(w) - 0.5 * sq / v - 0.5 * self.space.dim * math.log(2.0 * math.pi * v)
-                 for w, v in zip(self.weights, self.variances)]
+        terms = [math.log(float(w)) + prior.log_prob(x) for w, prior in zip(self.weights, self.priors)]
         return torch.logsumexp(torch.stack(terms, 0), 0)
 
-    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` draws and their log-density (float64)."""
-        weights = torch.tensor(self.weights, dtype=torch.float64)
-        component = torch.multinomial(weights, n, replacement=True, generator=generator)
-        std = torch.tensor(self.variances, dtype=torch.float64).sqrt()[component]
-        shape = (n,) + tuple(self.space.event_shape)
-        z = self.space.centre(torch.randn(shape, generator=generator, dtype=dtype, device=device))
-        x = z * std.to(device=device, dtype=dtype).reshape((-1,) + (1,) * (len(shape) - 1))
-        return x, self.log_prob(x)
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        component = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        draws = torch.stack([prior.sample(n, generator) for prior in self.priors])  # (M, n, *event)
+        return draws[component, torch.arange(n)]
 
 
 class _Composition:
@@ -108,12 +101,12 @@ class _Composition:
         starts = (getattr(self.path_a, "start", None), getattr(self.path_b, "start", None))
         if not all(isinstance(s, GaussianPrior) for s in starts):
             raise ValueError("composing the start distributions needs Gaussian-prior starts (diffusion paths); "
-                             "pass start=... (an object with sample(n, generator, dtype, device) -> (x, log q))")
+                             "pass start=... (an object with sample(n, generator) and log_prob(x))")
         return starts[0].variance, starts[1].variance
 
     def initial(self, n: int, generator: torch.Generator, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` start samples at level K−1 and their (normalised) log-density, float64 ``(n,)``."""
-        return self.start.sample(n, generator, dtype, device)
+        return draw_start(self.start, n, generator, dtype, device)
 
     def _evaluate(self, path, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``path.log_density(k, x)``, adding the evaluations it made to this path's counters."""
@@ -149,7 +142,7 @@ class ProductPath(_Composition):
     final_target
         EnergyTarget replacing level 0 of the product as a whole (its −energy is log π̃_0), or None.
     start
-        Start distribution at level K−1 with ``sample(n, generator, dtype, device) -> (x, log q)``; default
+        Start distribution at level K−1 (``sample(n, generator)``, ``log_prob(x)``); default
         the normalised N(0, v_a v_b/(v_a + v_b) I) ∝ N(0, v_a I)·N(0, v_b I), the product of the models'
         priors (needs Gaussian-prior starts in both paths).
     times
@@ -173,7 +166,7 @@ class ProductPath(_Composition):
         self.final_target = final_target
         if start is None:
             va, vb = self._gaussian_start_variances()
-            start = GaussianPrior(va * vb / (va + vb), self.space)
+            start = GaussianPrior.on_space(va * vb / (va + vb), self.space)
         self.start = start
 
     def log_density(self, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,7 +210,7 @@ class MixturePath(_Composition):
     weights
         ``(w_a, w_b)``, positive; normalised to sum 1.
     start
-        Start distribution at level K−1 (``sample(n, generator, dtype, device) -> (x, log q)``); default
+        Start distribution at level K−1 (``sample(n, generator)``, ``log_prob(x)``); default
         w_a N(0, v_a I) + w_b N(0, v_b I), the mixture of the models' priors.
     chunk_size
         Evaluate at most this many samples at once (models given directly).
@@ -251,8 +244,9 @@ class MixturePath(_Composition):
                     "build the path as LearnedPath(model) (no times=), or train the model on the grid you walk")
         if start is None:
             va, vb = self._gaussian_start_variances()
-            start = (GaussianPrior(va, self.space) if math.isclose(va, vb, rel_tol=1e-12)
-                     else _PriorMixture(self.weights, (va, vb), self.space))
+            start = (GaussianPrior.on_space(va, self.space) if math.isclose(va, vb, rel_tol=1e-12)
+                     else _PriorMixture(self.weights, (GaussianPrior.on_space(va, self.space),
+                                                       GaussianPrior.on_space(vb, self.space))))
         self.start = start
 
     def log_offset(self, which: int, k: int) -> float:

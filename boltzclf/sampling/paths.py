@@ -12,9 +12,9 @@ Every path counts its evaluations in ``n_model_evals`` and ``n_target_evals`` (s
 """
 from __future__ import annotations
 
-import math
-
 import torch
+
+from boltzclf.sampling.priors import GaussianPrior
 
 
 def _split(x: torch.Tensor, chunk_size: int | None) -> list[torch.Tensor]:
@@ -45,6 +45,13 @@ def target_log_prob_and_score(target, x: torch.Tensor, chunk_size: int | None = 
     return torch.cat(logps), torch.cat(grads)
 
 
+def draw_start(start, n: int, generator: torch.Generator, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` draws of a start distribution (``sample``/``log_prob``) as ``dtype`` on ``device``, and
+    their log-density (float64, evaluated at the cast points)."""
+    x = start.sample(n, generator).to(device=device, dtype=dtype)
+    return x, start.log_prob(x).to(torch.float64)
+
+
 def hessian_of(log_prob_fn, x: torch.Tensor) -> torch.Tensor:
     """∇² log_prob_fn(x) for flat ``x`` ``(B, D)``: ``(B, D, D)`` by D backward passes."""
     with torch.enable_grad():
@@ -54,30 +61,18 @@ def hessian_of(log_prob_fn, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, 1).detach()
 
 
-class GaussianPrior:
-    """The start of a diffusion path: N(0, v I) on the model's space (centred for particles)."""
-
-    def __init__(self, variance: float, space):
-        self.variance = float(variance)
-        self.space = space
-
-    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` draws and their log-density (float64)."""
-        shape = (n,) + tuple(self.space.event_shape)
-        x = self.space.centre(torch.randn(shape, generator=generator, dtype=dtype, device=device)) * math.sqrt(self.variance)
-        sq = x.flatten(1).to(torch.float64).pow(2).sum(1)
-        return x, -0.5 * sq / self.variance - 0.5 * self.space.dim * math.log(2.0 * math.pi * self.variance)
-
-
 class TargetStart:
-    """The start of an interpolant path: exact samples of a normalised target with ``sample``."""
+    """The start of an interpolant path: exact samples of a normalised target with ``sample``, whose
+    density then also serves as the top level's target."""
 
     def __init__(self, target):
         self.target = target
 
-    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.target.sample(n, generator).to(device=device, dtype=dtype)
-        return x, -self.target.energy(x).detach().to(torch.float64)
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.target.sample(n, generator)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.target.energy(x).detach().to(torch.float64)
 
 
 class LearnedPath:
@@ -90,9 +85,9 @@ class LearnedPath:
     final_target
         EnergyTarget replacing level 0 (the true Boltzmann density), or None.
     start
-        Where the walk starts at level K−1: default the model's Gaussian prior N(0, v(t_{K−1}) I) for
-        diffusions; for interpolants pass a :class:`TargetStart` of the t = 1 density, which then also
-        serves as level K−1's target.
+        Where the walk starts at level K−1 (``sample(n, generator)``, ``log_prob(x)``): default the
+        model's Gaussian prior N(0, v(t_{K−1}) I) for diffusions; for interpolants pass a
+        :class:`TargetStart` of the t = 1 density, which then also serves as level K−1's target.
     score_only
         Interior levels contribute no density (log π̃_k = 0), only their scores for the kernels: the
         path of diffusion AIS.
@@ -116,8 +111,7 @@ class LearnedPath:
         if start is None:
             if model.process.kind == "interpolant":
                 raise ValueError("an interpolant path needs start=TargetStart(t = 1 target)")
-            top = model.process.input_variance(self.times[-1], model.sigma_data)
-            start = GaussianPrior(float(top), model)
+            start = GaussianPrior.for_model(model, float(self.times[-1]))
         self.start = start
         self.n_model_evals = 0
         self.n_target_evals = 0
@@ -128,7 +122,7 @@ class LearnedPath:
 
     def initial(self, n: int, generator: torch.Generator, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` start samples at level K−1 and their log-density under the start distribution."""
-        return self.start.sample(n, generator, dtype, device)
+        return draw_start(self.start, n, generator, dtype, device)
 
     def _true_end(self, k: int):
         if k == 0 and self.final_target is not None:

@@ -24,7 +24,8 @@ from boltzclf.estimators.weighted import clustered_mean, weighted_fractions
 from boltzclf.models.analytic import MixtureMarginalEnergy
 from boltzclf.sampling.composition import MixturePath, ProductPath
 from boltzclf.sampling.kernels import DiffusionKernels
-from boltzclf.sampling.paths import GaussianPrior, LearnedPath, TargetStart
+from boltzclf.sampling.paths import LearnedPath, TargetStart
+from boltzclf.sampling.priors import GaussianPrior
 from boltzclf.sampling.smc import SMCSettings, smc
 from boltzclf.targets.gmm import GaussianMixture
 
@@ -246,7 +247,7 @@ def test_mixture_path_density_score_hessian_and_start():
         resp = path.responsibilities(k, x)
         assert torch.allclose(resp[:, 0], torch.exp(math.log(0.25) + pa.log_prob(x) - float(f_a[k]) - closed(x)))
     # start: w_a N(0, v_a) + w_b N(0, v_b), normalised, sampled in proportion
-    wide = MixturePath(LearnedPath(model_a, start=GaussianPrior(4.0, model_a)), model_b, weights=(1.0, 3.0))
+    wide = MixturePath(LearnedPath(model_a, start=GaussianPrior.on_space(4.0, model_a)), model_b, weights=(1.0, 3.0))
     y, log_q = wide.initial(40_000, torch.Generator().manual_seed(2), F64, "cpu")
     v_b = float(VP.input_variance(times[-1], 1.0))
     closed_q = torch.logaddexp(math.log(0.25) - y.pow(2).sum(1) / 8 - math.log(8 * math.pi),

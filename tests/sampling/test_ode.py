@@ -14,8 +14,9 @@ from boltzclf.diffusion import EDM, StochasticInterpolant, VariancePreserving, k
 from boltzclf.models import EnergyModel, TimeConditionedMLP
 from boltzclf.models.analytic import MixtureMarginalEnergy
 from boltzclf.models.energy import TimeDependentEnergy
-from boltzclf.sampling.ode import FlowSolver, GaussianPrior, probability_flow, probability_flow_log_prob, \
+from boltzclf.sampling.ode import FlowSolver, probability_flow, probability_flow_log_prob, \
     probability_flow_sample
+from boltzclf.sampling.priors import GaussianPrior
 from boltzclf.targets.gmm import GaussianMixture, interpolant_marginal, marginal_velocity, mog40, two_modes
 
 TIGHT = FlowSolver("dopri5", rtol=1e-7, atol=1e-7)
