@@ -35,26 +35,19 @@ from typing import Callable
 
 import torch
 
-from boltzclf.diffusion.processes import per_sample
-
 KINDS = ("ddpm", "ei")
 POSTERIOR_VARIANCES = ("isotropic", "hessian")
 
 
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor, space) -> torch.Tensor:
-    """log N(x; mean, variance·I) on the model's space, ``(B,)`` float64.
-
-    ``variance`` is a scalar or per-sample ``(B,)`` tensor; ``space`` supplies ``centre`` and ``dim``.
-    """
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, variance: float, space) -> torch.Tensor:
+    """log N(x; mean, variance·I) on the model's space (``space.centre``, ``space.dim``), ``(B,)`` float64."""
     diff = space.centre(x - mean).flatten(1).to(torch.float64)
-    variance = torch.as_tensor(variance, dtype=torch.float64, device=x.device)
-    return -0.5 * diff.pow(2).sum(1) / variance - 0.5 * space.dim * torch.log(2.0 * math.pi * variance)
+    return -0.5 * diff.pow(2).sum(1) / variance - 0.5 * space.dim * math.log(2.0 * math.pi * variance)
 
 
-def _gaussian_draw(mean: torch.Tensor, variance, space, generator) -> torch.Tensor:
+def _gaussian_draw(mean: torch.Tensor, variance: float, space, generator) -> torch.Tensor:
     noise = space.centre(torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device))
-    std = torch.as_tensor(variance, dtype=torch.float64, device=mean.device).sqrt()
-    return mean + (per_sample(std, mean) if std.dim() else std.to(mean.dtype)) * noise
+    return mean + math.sqrt(variance) * noise
 
 
 class DiffusionKernels:
