@@ -17,11 +17,12 @@ def trained(tmp_path_factory):
     return root / "run"
 
 
-@pytest.mark.parametrize("sampler", ["smc", "ais", "ancestral", "ode", "langevin"])
+@pytest.mark.parametrize("sampler", ["smc", "ais", "ancestral", "ode", "langevin", "replica"])
 def test_each_sampler_writes_weighted_samples_and_diagnostics(sampler, trained, tmp_path):
     out = tmp_path / sampler
     args = ["sample", str(trained), "--sampler", sampler, "--n", "64", "--out", str(out), "--device", "cpu",
-            "--langevin-steps", "5", "--mcmc-steps", "1" if sampler == "smc" else "0"]
+            "--langevin-steps", "5", "--mcmc-steps", "1" if sampler == "smc" else "0", "--walkers", "16",
+            "--warmup", "3"]
     assert main(args) == 0
     arrays = np.load(out / "samples.npz")
     assert arrays["samples"].shape == (64, 2) and arrays["log_weights"].shape == (64,)
@@ -52,6 +53,7 @@ def test_same_seed_same_samples(trained, tmp_path):
     (["--resample-threshold", "2"], "--resample-threshold"),
     (["--levels", "1"], "--levels"),
     (["--step-size", "0"], "--step-size"),
+    (["--sampler", "replica", "--n", "64", "--walkers", "24"], "--walkers"),
 ])
 def test_bad_options_exit_2_with_one_clear_line(options, message, trained, tmp_path, capsys):
     out = tmp_path / "bad"

@@ -15,12 +15,13 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(sampling.SampleConfig
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "sample",
-        help="sample a trained run (SMC, AIS, ancestral, probability-flow ODE, Langevin)",
+        help="sample a trained run (SMC, AIS, ancestral, probability-flow ODE, Langevin, replica exchange)",
         description=(
             "Sample the energy of RUN_DIR (a 'boltzclf train' run or one method of a workflow). "
             "'smc' and 'ais' walk the level path down to the run's true target (--target exact) or the "
             "model's own first level (--target model); 'ode' weights probability-flow samples by the "
-            "true density; 'langevin' runs on U(t_0, .) (or the true energy); 'ancestral' is the "
+            "true density; 'langevin' runs on U(t_0, .) (or the true energy); 'replica' exchanges between "
+            "levels with the true density at level 0; 'ancestral' is the "
             "unweighted reverse diffusion. Writes DIR/samples.npz (samples, log_weights, ancestors), "
             "diagnostics.json, results.json and ess.png; re-running the same command reuses finished output."
         ),
@@ -48,6 +49,8 @@ def register(subparsers) -> None:
     parser.add_argument("--dt", type=float, default=_DEFAULTS["dt"], help="Langevin time step (baoab, ghmc)")
     parser.add_argument("--friction", type=float, default=_DEFAULTS["friction"])
     parser.add_argument("--ode-steps", type=int, default=0, help="RK4 steps of the ODE (0 = one per level)")
+    parser.add_argument("--walkers", type=int, default=_DEFAULTS["walkers"], help="replica: walkers per level")
+    parser.add_argument("--warmup", type=int, default=_DEFAULTS["warmup"], help="replica: adaptation steps")
     add_device_argument(parser)
     parser.set_defaults(handler=main)
 

@@ -31,12 +31,13 @@ from boltzclf.sampling.kernels import DiffusionKernels
 from boltzclf.sampling.langevin import run_langevin
 from boltzclf.sampling.ode import FlowSolver, probability_flow_sample
 from boltzclf.sampling.paths import LearnedPath
+from boltzclf.sampling.replica import ReplicaSettings, replica_exchange
 from boltzclf.sampling.smc import SMCSettings, diffusion_ais, smc
 from boltzclf.training.config import build_target
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("ancestral", "ode", "smc", "ais", "langevin")
+SAMPLERS = ("ancestral", "ode", "smc", "ais", "langevin", "replica")
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,12 @@ class SampleConfig:
     grid). kernel, posterior_variance: reverse kernel. groups, resample_threshold, no_resample_last,
     mcmc_steps, step_size: SMC settings (step_size is also the MALA step). langevin_steps,
     integrator, dt, friction: Langevin on U(t_0, ·) (unit masses, kT = 1; toy targets). ode_steps:
-    RK4 steps of the probability-flow ODE (0 = one per level).
+    RK4 steps of the probability-flow ODE (0 = one per level). walkers, warmup: replica exchange runs
+    ``walkers`` chains per level, ``warmup`` adaptation steps, then n/walkers production steps, keeping
+    level 0 of every step (a walker's samples are correlated: its chain is one cluster for the errors).
     """
 
-    sampler: Literal["ancestral", "ode", "smc", "ais", "langevin"]
+    sampler: Literal["ancestral", "ode", "smc", "ais", "langevin", "replica"]
     n: int = 4096
     target: Literal["exact", "model"] = "exact"
     seed: int = 0
@@ -70,6 +73,8 @@ class SampleConfig:
     dt: float = 1e-2
     friction: float = 1.0
     ode_steps: int = 0
+    walkers: int = 64
+    warmup: int = 200
 
     def __post_init__(self):
         require(self.n >= 2, "n", f"must be >= 2, got {self.n}")
@@ -82,6 +87,10 @@ class SampleConfig:
                 "step_size, dt and friction must be positive")
         require(self.langevin_steps >= 1, "langevin_steps", "must be >= 1")
         require(self.ode_steps >= 0, "ode_steps", "must be >= 0")
+        require(self.warmup >= 0, "warmup", "must be >= 0")
+        require(self.sampler != "replica" or (self.walkers >= 1 and self.n % self.walkers == 0), "walkers",
+                f"replica exchange keeps n/walkers steps of every walker: n ({self.n}) must be a multiple of "
+                f"walkers ({self.walkers})")
 
 
 def run(run_dir: str | Path, config: SampleConfig, out: str | Path, device: torch.device) -> dict:
@@ -195,7 +204,23 @@ def _langevin(model, target, config: SampleConfig, generator) -> dict:
     return _unweighted(result.samples[-1], diagnostics)
 
 
-_SAMPLERS = {"ancestral": _ancestral, "ode": _ode, "smc": _smc, "ais": _ais, "langevin": _langevin}
+def _replica(model, target, config: SampleConfig, generator) -> dict:
+    path, kernels = _path_and_kernels(model, target, config)
+    settings = ReplicaSettings(n_walkers=config.walkers, n_steps=config.n // config.walkers, warmup=config.warmup,
+                               step_size=config.step_size)
+    result = replica_exchange(path, kernels, settings, generator, device=model.levels.device, progress=True)
+    samples = result.samples.reshape((-1,) + tuple(result.samples.shape[2:]))  # (steps·W, *event), step-major
+    diagnostics = {"swap_acceptance": result.swap_acceptance.tolist(), "mala_acceptance": result.mala_acceptance.tolist(),
+                   "round_trips": result.round_trips, "step_sizes": result.step_sizes.tolist(),
+                   "n_model_evals": result.n_model_evals, "n_target_evals": result.n_target_evals,
+                   "n_nonfinite": result.n_nonfinite, "wall_s": result.wall_s}
+    outcome = _unweighted(samples, diagnostics)
+    outcome["arrays"]["ancestors"] = torch.arange(config.walkers).repeat(config.n // config.walkers)
+    return outcome
+
+
+_SAMPLERS = {"ancestral": _ancestral, "ode": _ode, "smc": _smc, "ais": _ais, "langevin": _langevin,
+             "replica": _replica}
 
 
 def _summarise(outcome: dict, target, config: SampleConfig) -> dict:

@@ -86,17 +86,23 @@ class DiffusionKernels:
         self.kind = kind
         self.posterior_variance = posterior_variance
         self.needs_hessian = kind == "ddpm" and posterior_variance == "hessian"
+        self._steps = [self._step_coefficients(k) for k in range(len(self.times) - 1)]
 
-    def _coefficients(self, k: int) -> dict[str, float]:
+    def _step_coefficients(self, k: int) -> dict[str, float]:
         s, t = self.times[k], self.times[k + 1]
         p = self.process
         a_st, g_st = p.transition(s, t)
         return {"a_st": float(a_st), "g2_st": float(g_st) ** 2, "alpha_s": float(p.alpha(s)),
                 "g2_s": float(p.gamma(s)) ** 2, "alpha_t": float(p.alpha(t)), "g2_t": float(p.gamma(t)) ** 2}
 
+    def _coefficients(self, k: int) -> dict[str, float]:
+        """The step k → k+1's coefficients (computed once per kernel)."""
+        return self._steps[k]
+
     # ----- forward ------------------------------------------------------------------------------------
-    def forward(self, k: int, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """x_{k+1} ~ N(α_{s→t} x_k, γ²_{s→t} I)."""
+    def forward(self, k: int, x: torch.Tensor, generator: torch.Generator,
+                score: torch.Tensor | None = None) -> torch.Tensor:
+        """x_{k+1} ~ N(α_{s→t} x_k, γ²_{s→t} I) (``score`` unused: the transition is exact)."""
         c = self._coefficients(k)
         return _gaussian_draw(c["a_st"] * x, c["g2_st"], self.space, generator)
 
