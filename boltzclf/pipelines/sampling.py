@@ -144,7 +144,8 @@ def _weighted_outcome(result) -> dict:
         "log_z": result.log_z, "log_z_se": result.log_z_se, "log_z_groups": result.log_z_groups.tolist(),
         "ess_final": result.ess_final, "ess": result.ess.tolist(), "resampled": result.resampled.tolist(),
         "acceptance": result.acceptance.tolist(), "step_sizes": result.step_sizes.tolist(),
-        "n_model_evals": result.n_model_evals, "n_target_evals": result.n_target_evals, "wall_s": result.wall_s,
+        "n_model_evals": result.n_model_evals, "n_target_evals": result.n_target_evals,
+        "n_nonfinite": result.n_nonfinite, "wall_s": result.wall_s,
     }
     return {"arrays": {"samples": result.samples, "log_weights": result.log_weights, "ancestors": result.ancestors},
             "diagnostics": diagnostics}

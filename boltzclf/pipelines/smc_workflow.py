@@ -151,7 +151,8 @@ def _smc_record(config: ExperimentConfig, options: SMCOptions, out: Path, device
     record.update({
         "ess_final": result.ess_final, "ess_min": float(result.ess.min()), "ess": result.ess.tolist(),
         "log_z": result.log_z, "log_z_error": abs(result.log_z), "log_z_se": result.log_z_se,
-        "n_model_evals": result.n_model_evals, "n_target_evals": result.n_target_evals, "wall_s": result.wall_s,
+        "n_model_evals": result.n_model_evals, "n_target_evals": result.n_target_evals,
+        "n_nonfinite": result.n_nonfinite, "wall_s": result.wall_s,
     })
     atomic.write_json(record_path, record)
     return record

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -76,7 +76,8 @@ class SMCResult:
     log_z_groups ``(G,)``; ess ``(K−1,)`` ESS/n (mean over groups) after each move, before resampling;
     resampled ``(K−1,)`` fraction of groups resampled after each move; acceptance ``(K−1,)`` mean MALA
     acceptance per level (NaN without moves); step_sizes ``(K−1,)``; n_model_evals / n_target_evals:
-    samples evaluated by the learned energy and by the true target; wall_s.
+    samples evaluated by the learned energy and by the true target; n_nonfinite: moves whose weight
+    came out NaN or +inf (a non-finite energy or kernel density), set to weight 0; wall_s.
     """
 
     samples: torch.Tensor
@@ -91,8 +92,8 @@ class SMCResult:
     step_sizes: torch.Tensor
     n_model_evals: int
     n_target_evals: int
+    n_nonfinite: int
     wall_s: float
-    extra: dict = field(default_factory=dict)
 
     @property
     def ess_final(self) -> float:
@@ -128,12 +129,16 @@ def smc(path, kernels, settings: SMCSettings, generator: torch.Generator, dtype:
     ancestors = torch.arange(settings.n_particles, device=log_w.device)
     trace = {"ess": [], "resampled": [], "acceptance": [], "step_sizes": []}
     step_size = settings.mcmc_step_size
+    n_nonfinite = 0
     for k in tqdm(range(n_moves - 1, -1, -1), desc="smc", disable=not progress, leave=False):
         hessian = path.hessian(k + 1, x) if kernels.needs_hessian else None
         x_new, log_m = kernels.reverse(k, x, score, generator, hessian)
         logp_new, score_new = path.log_density(k, x_new)
         log_l = kernels.forward_log_prob(k, x_new, x, score_new)
         log_w = log_w + (logp_new - logp) + (log_l - log_m)
+        broken = torch.isnan(log_w) | (log_w == math.inf)  # non-finite energies: weight 0, counted
+        n_nonfinite += int(broken.sum())
+        log_w = torch.where(broken, -math.inf, log_w)
         x, logp, score = x_new, logp_new, score_new
         grouped = log_w.reshape(groups, per_group)
         trace["ess"].append(float(effective_sample_size(grouped).mean()))
@@ -161,7 +166,7 @@ def smc(path, kernels, settings: SMCSettings, generator: torch.Generator, dtype:
         ess=torch.tensor(trace["ess"]), resampled=torch.tensor(trace["resampled"]),
         acceptance=torch.tensor(trace["acceptance"]), step_sizes=torch.tensor(trace["step_sizes"]),
         n_model_evals=path.n_model_evals, n_target_evals=path.n_target_evals,
-        wall_s=time.perf_counter() - started)
+        n_nonfinite=n_nonfinite, wall_s=time.perf_counter() - started)
 
 
 def diffusion_ais(path, kernels, n_particles: int, generator: torch.Generator, n_groups: int = 8,

@@ -145,3 +145,20 @@ def test_smc_settings_are_validated():
         SMCSettings(resample_threshold=1.5)
     with pytest.raises(ValueError, match="score_only"):
         diffusion_ais(LearnedPath(_model(TARGET)), None, 64, torch.Generator())
+
+
+class _HoleModel(MixtureMarginalEnergy):
+    """Exact marginals, but NaN wherever x_0 > 1.5 (a model that breaks in part of space)."""
+
+    def log_prob_unnormalised(self, t, x):
+        logp = super().log_prob_unnormalised(t, x)
+        return torch.where(x[:, 0] > 1.5, torch.full_like(logp, math.nan), logp)
+
+
+def test_non_finite_energies_are_counted_and_get_zero_weight(generator):
+    result = _run_smc(_HoleModel(TARGET, VP, log_snr_grid(VP, 1e-3, 0.9999, 16)), generator, n_levels=16,
+                      posterior_variance="isotropic")
+    assert result.n_nonfinite > 0
+    assert not torch.isnan(result.log_weights).any()
+    assert bool((result.log_weights[result.samples[:, 0] > 1.5] == -math.inf).all())  # weight 0, not dropped
+    assert len(result.samples) == 4096 and math.isfinite(result.log_z)
