@@ -1,10 +1,13 @@
 """Losses: the exact marginals beat perturbed-weight mixtures; the binary loss is the k = 2 CE."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from boltzclf.diffusion import StochasticInterpolant, VariancePreserving, log_snr_grid, uniform_grid
+from boltzclf.diffusion import EDM, StochasticInterpolant, VariancePreserving, log_snr_grid, uniform_grid
 from boltzclf.losses import LossConfig, build_loss, classification_loss
+from boltzclf.losses.levels import noisy_samples
 from boltzclf.models.analytic import MixtureMarginalEnergy
 from boltzclf.targets.gmm import GaussianMixture, mog40, two_modes
 
@@ -119,3 +122,148 @@ def test_loss_config_validation():
         LossConfig("diffclf", k=3, pairs="adjacent")
     with pytest.raises(ConfigError, match="k >= 2"):
         LossConfig("diffclf", k=1)
+
+
+# ----- independent checks: closed forms, not the code under test ---------------------------------------
+
+def _gaussian(dim, variance):
+    return GaussianMixture(torch.ones(1, dtype=torch.float64), torch.zeros(1, dim, dtype=torch.float64),
+                           torch.full((1, dim), variance, dtype=torch.float64))
+
+
+def _vp_alpha_gamma(t, beta_min=0.1, beta_max=20.0):
+    a = beta_min * t + 0.5 * (beta_max - beta_min) * t**2
+    return math.exp(-0.5 * a), math.sqrt(1.0 - math.exp(-a))
+
+
+@pytest.mark.parametrize("process_name, weighting, t", [
+    ("vp", "edm", 0.05), ("vp", "edm", 0.3), ("edm", "edm", 0.5), ("edm", "edm", 5.0),
+    ("interpolant", "uniform", 0.3), ("interpolant", "linear", 0.6), ("interpolant", "square", 0.2)])
+def test_dsm_loss_of_the_exact_score_has_its_closed_form_value(generator, process_name, weighting, t):
+    """For Gaussian data the exact score gives E‖z + γ s*‖²/d = m/(m + γ²), m the variance of x_t's
+    data part; the per-sample loss is w(t) times that, w the weighting's own formula: EDM
+    (σ² + σ_d²)/σ_d² (σ_d = 1 for the analytic model; data variance v ≠ σ_d² so no term cancels),
+    uniform 1, linear 1/γ, square 1/γ²."""
+    v0, v1, dim, n = 0.5, 2.0, 3, 20_000
+    levels = torch.tensor([t], dtype=torch.float64)
+    t = float(levels.float())  # the model's grid is float32
+    start = _gaussian(dim, v0)
+    if process_name == "interpolant":
+        process, end = StochasticInterpolant(0.7), _gaussian(dim, v1)
+        gamma2 = 0.49 * t * (1 - t)
+        m = (1 - t) ** 2 * v0 + t**2 * v1
+        data = (start.sample(n, generator), end.sample(n, generator))
+    else:
+        process, end = (VariancePreserving() if process_name == "vp" else EDM()), None
+        alpha, gamma = _vp_alpha_gamma(t) if process_name == "vp" else (1.0, t)
+        gamma2, m = gamma**2, alpha**2 * v0
+        data = (start.sample(n, generator),)
+    sigma2 = gamma2 / (m / v0) if process_name != "interpolant" else None  # σ = γ/α
+    weight = {"edm": lambda: sigma2 + 1.0, "uniform": lambda: 1.0, "linear": lambda: gamma2**-0.5,
+              "square": lambda: 1.0 / gamma2}[weighting]()
+    expected = weight * m / (m + gamma2)
+    model = MixtureMarginalEnergy(start, process, levels, end)  # one level: every sample uses t
+    loss = build_loss(LossConfig("dsm", k=1, dsm_weighting=weighting))(model, data, generator)["dsm"]
+    mean, se = float(loss.mean()), float(loss.std() / n**0.5)
+    assert abs(mean - expected) <= 5 * se, (mean, expected, se)
+
+
+@pytest.mark.parametrize("process_name", ["vp", "edm", "interpolant"])
+def test_noisy_samples_have_the_closed_form_marginal_moments(generator, process_name):
+    """x_t | x0 (and x1) is Gaussian with mean α_t x0 and variance γ_t² per coordinate (interpolant:
+    mean (1 − t) x0 + t x1, variance γ_f² t(1 − t)); moments from independent formulas, ≤ 5 SE."""
+    n, dim = 20_000, 3
+    levels = torch.tensor([0.02, 0.2, 0.5, 0.9], dtype=torch.float64)
+    x0 = torch.tensor([[1.5, -0.5, 0.2]], dtype=torch.float64)
+    x1 = torch.tensor([[-2.0, 1.0, 3.0]], dtype=torch.float64)
+    if process_name == "interpolant":
+        process, batch = StochasticInterpolant(0.7), (x0.expand(n, dim), x1.expand(n, dim))
+        end = _gaussian(dim, 1.0)
+    else:
+        process, batch, end = (VariancePreserving() if process_name == "vp" else EDM()), (x0.expand(n, dim),), None
+    model = MixtureMarginalEnergy(_gaussian(dim, 1.0), process, levels, end)
+    index = torch.arange(len(levels)).expand(n, -1)
+    _, x_t, _, _ = noisy_samples(model, batch, index, False, generator)
+    x_t = x_t.reshape(n, len(levels), dim)
+    for i, t in enumerate(model.levels.double().tolist()):
+        if process_name == "interpolant":
+            mean, var = (1 - t) * x0[0] + t * x1[0], 0.49 * t * (1 - t)
+        else:
+            alpha, gamma = _vp_alpha_gamma(t) if process_name == "vp" else (1.0, t)
+            mean, var = alpha * x0[0], gamma**2
+        sample = x_t[:, i]
+        assert ((sample.mean(0) - mean).abs() <= 5 * (var / n) ** 0.5).all(), (t, sample.mean(0), mean)
+        assert ((sample.var(0) - var).abs() <= 5 * var * (2 / (n - 1)) ** 0.5).all(), (t, sample.var(0), var)
+    # shared noise: one z per row, the same at every level
+    _, _, noise, _ = noisy_samples(model, tuple(x[:5] for x in batch), index[:5], True, generator)
+    noise = noise.reshape(5, len(levels), dim)
+    assert torch.equal(noise, noise[:, :1].expand(-1, len(levels), -1))
+
+
+class OffsetMarginalEnergy(MixtureMarginalEnergy):
+    """Exact marginals plus a per-level constant: log p̃(t_i, x) = log p_{t_i}(x) + c_i, so the true
+    free energies (log-normalisers) are f_i = c_i, i.e. c − c[−1] in the gauge f[−1] = 0. f is learnable."""
+
+    def __init__(self, start, process, levels, offsets):
+        super().__init__(start, process, levels)
+        self.register_buffer("offsets", offsets.to(torch.float64))
+        del self.free_energies
+        self.free_energies = torch.nn.Parameter(torch.zeros(len(levels), dtype=torch.float64))
+
+    def log_prob_unnormalised(self, t, x):
+        index = (t.double()[:, None] - self.levels.double()[None]).abs().argmin(1)
+        return super().log_prob_unnormalised(t, x) + self.offsets[index].to(x.dtype)
+
+
+def test_diffclf_trains_f_to_the_log_normalisers_with_the_right_sign(tmp_path):
+    """Training only f (the 'network', here exact marginals + offsets c, is fixed) with the DiffCLF loss
+    through the trainer converges to f = c − c[−1]: the right sign and gauge."""
+    from boltzclf.training.config import TrainingConfig
+    from boltzclf.training.data import MixtureData
+    from boltzclf.training.trainer import train
+
+    target = two_modes(2, separation=1.0)
+    levels = log_snr_grid(VariancePreserving(), 1e-2, 0.999, 5)
+    offsets = torch.tensor([2.0, -1.0, 0.5, 3.0, 1.0], dtype=torch.float64)
+    model = OffsetMarginalEnergy(target, VariancePreserving(), levels, offsets)
+    config = TrainingConfig(steps=300, batch_size=256, lr=0.05, lr_schedule="cosine", ema=0, dataset_size=0,
+                            checkpoint_every=300, log_every=300, grad_clip=10.0)
+    data = MixtureData(target, None, 0, 0, torch.device("cpu"), dtype=torch.float64)
+    trained = train(model, build_loss(LossConfig("diffclf", k=3)), data, config, tmp_path, {}, torch.device("cpu"))
+    truth = offsets - offsets[-1]
+    error = (trained.free_energies.detach() - truth).abs().max()
+    assert error < 0.1, (trained.free_energies, truth)
+
+
+@pytest.mark.parametrize("kind, key, value", [
+    ("diffclf", "antithetic", True), ("ctsm", "antithetic", True), ("dsm", "shared_noise", True),
+    ("dsm", "pairs", "distinct"), ("dsm", "classify", "one"), ("ctsm", "shared_noise", True),
+    ("ctsm", "pairs", "distinct"), ("ctsm", "classify", "one"), ("dsm", "weight", 0.5)])
+def test_options_a_loss_ignores_are_config_errors(kind, key, value):
+    from boltzclf.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{key}: is not used by kind: {kind}"):
+        LossConfig(kind, k=3, **{key: value})
+
+
+def test_diffclf_free_energy_gradient_is_bitwise_reproducible_with_two_threads():
+    """The gradient w.r.t. f of a large DiffCLF batch (B·k above torch's parallel grain size) is the
+    same on every call: f is picked per row by index_select (backward: ordered index_add_), not by
+    f[levels], whose backward accumulates in a thread-dependent order on CPU."""
+    target = two_modes(2)
+    levels = log_snr_grid(VariancePreserving(), 1e-2, 0.999, 32)
+    model = OffsetMarginalEnergy(target, VariancePreserving(), levels, torch.zeros(32))
+    model.free_energies = torch.nn.Parameter(torch.zeros(32))  # float32, as in EnergyModel
+    data = (target.sample(17_000, torch.Generator().manual_seed(0)).float(),)  # B·k = 34,000 > 32,768
+    loss = build_loss(LossConfig("diffclf", k=2))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(3):
+            model.free_energies.grad = None
+            loss(model, data, torch.Generator().manual_seed(1))["loss"].mean().backward()
+            grads.append(model.free_energies.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])

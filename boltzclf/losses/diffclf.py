@@ -98,4 +98,8 @@ class DiffusiveClassification:
         logp[:, row[off], col[off]] = logp_off.reshape(b, -1)
         diag = torch.arange(n_columns)
         logp[:, diag, diag] = logp_diag.reshape(b, k)[:, :n_columns]
-        return logp - model.free_energies[levels].to(x_t.dtype)[:, :, None]
+        # index_select, not f[levels]: its backward is index_add_, which adds in a fixed order on CPU,
+        # while an indexed gather's backward (index_put_ with accumulate) is thread-order dependent
+        # once B·k reaches torch's parallel grain size
+        f = torch.index_select(model.free_energies, 0, levels.reshape(-1)).reshape(levels.shape)
+        return logp - f.to(x_t.dtype)[:, :, None]

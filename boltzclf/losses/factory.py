@@ -20,6 +20,10 @@ class LossConfig:
     pairs: level scheme for ``diffclf`` (default: uniform for k = 2, distinct for k > 2).
     classify: ``all`` classifies every sample of a row (reference); ``one`` only the first, an
     unbiased, cheaper estimate of the same objective (k − 1 instead of k(k − 1) extra evaluations).
+    antithetic: also evaluate DSM at the mirrored noise −z (``dsm`` only).
+
+    Options a kind does not use (see :data:`USED_OPTIONS`) must keep their defaults: setting one is an
+    error, not silently ignored.
     """
 
     kind: Literal["dsm", "diffclf", "ctsm"] = "dsm"
@@ -40,6 +44,23 @@ class LossConfig:
                 "uniform (possibly repeated) levels only for k = 2; use distinct")
         require(self.classify == "all" or self.pairs != "adjacent", "classify",
                 "'one' needs exchangeable levels (uniform or distinct), not adjacent pairs")
+        fields = LossConfig.__dataclass_fields__
+        for key in OPTIONAL_OPTIONS:
+            require(key in USED_OPTIONS[self.kind] or getattr(self, key) == fields[key].default, key,
+                    f"is not used by kind: {self.kind} (only by {', '.join(_users(key))}); remove it")
+
+
+#: The options each loss kind reads (``kind`` and ``k`` are used by all).
+USED_OPTIONS = {
+    "dsm": ("dsm_weighting", "antithetic"),
+    "ctsm": ("weight", "dsm_weighting"),
+    "diffclf": ("weight", "pairs", "shared_noise", "dsm_weighting", "classify"),
+}
+OPTIONAL_OPTIONS = ("weight", "pairs", "shared_noise", "dsm_weighting", "antithetic", "classify")
+
+
+def _users(key: str) -> list[str]:
+    return [kind for kind, used in USED_OPTIONS.items() if key in used]
 
 
 def build_loss(config: LossConfig):

@@ -51,8 +51,8 @@ class _ResidualBlock(nn.Module):
         self.time = nn.Linear(time_dim, hidden)
         self.outer = nn.Linear(hidden, hidden)
 
-    def forward(self, h: torch.Tensor, temb: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-        time = self.time(temb) if rows is None else self.time(temb)[rows]
+    def forward(self, h: torch.Tensor, temb: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
+        time = self.time(temb) if select is None else select @ self.time(temb)
         u = nn.functional.gelu(self.inner(nn.functional.gelu(h)) + time)
         return h + self.outer(u)
 
@@ -95,13 +95,20 @@ class TimeConditionedMLP(nn.Module):
         """``c`` ``(B,)``, ``x`` ``(B, *event)`` → ``(B, *event)``.
 
         Training batches hold few distinct times (grid levels), so the time path is computed once per
-        distinct value and gathered, unless ``c`` needs gradients (∂/∂t), which ``unique`` cannot pass.
+        distinct value and spread to the rows, unless ``c`` needs gradients (∂/∂t), which ``unique``
+        cannot pass. The spreading is a product with the one-hot row-to-value matrix, not an indexed
+        gather: the backward of a gather is an accumulating scatter (``index_put_`` with
+        ``accumulate=True``), which on CPU adds in a thread-dependent order, so two runs with the same
+        seed would drift apart in the last bits; a matrix product reduces in a fixed order. With many
+        distinct times (more than one per 8 rows) the time path is simply computed for every row.
         """
-        rows = None
+        select = None
         if not c.requires_grad:
-            c, rows = torch.unique(c, return_inverse=True)
+            values, rows = torch.unique(c, return_inverse=True)
+            if 8 * values.shape[0] <= c.shape[0]:
+                c, select = values, nn.functional.one_hot(rows, values.shape[0]).to(x.dtype)
         temb = self.time_mlp(self.embed(c))
         h = self.input(x.flatten(1))
         for block in self.blocks:
-            h = block(h, temb, rows)
+            h = block(h, temb, select)
         return self.output(nn.functional.gelu(h)).reshape(x.shape)

@@ -15,16 +15,19 @@ from boltzclf.targets.gmm import GaussianMixture, mog40, two_modes
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """An analytic Gaussian-mixture target (standardised). ``two_modes``: weights 2:1 at ∓separation·1."""
+    """An analytic Gaussian-mixture target (standardised). ``two_modes``: weights heavy_weight : 1 − heavy_weight
+    (2:1 by default) at ∓separation·1."""
 
     name: Literal["two_modes", "mog40"] = "two_modes"
     dim: int = 2
     separation: float = 5.0
     seed: int = 0
+    heavy_weight: float = 2.0 / 3.0
 
     def __post_init__(self):
         require(self.dim >= 1, "dim", f"must be >= 1, got {self.dim}")
         require(self.separation > 0, "separation", "must be positive")
+        require(0.0 < self.heavy_weight < 1.0, "heavy_weight", f"must be in (0, 1), got {self.heavy_weight}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ class ProcessConfig:
     def __post_init__(self):
         require(0 < self.beta_min < self.beta_max, "beta_min", "need 0 < beta_min < beta_max")
         require(self.gamma_factor > 0, "gamma_factor", "must be positive")
+        defaults = ProcessConfig.__dataclass_fields__
+        for key, used_by in (("beta_min", "vp"), ("beta_max", "vp"), ("gamma_factor", "interpolant")):
+            require(self.kind == used_by or getattr(self, key) == defaults[key].default, key,
+                    f"only used by kind: {used_by}, not {self.kind}; remove it")
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class GridConfig:
     def __post_init__(self):
         require(self.n_levels >= 2, "n_levels", f"must be >= 2, got {self.n_levels}")
         require(0 < self.t_min < self.t_max, "t_min", f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
+        require(self.kind == "karras" or self.rho == GridConfig.rho, "rho", "only used by kind: karras; remove it")
 
 
 @dataclass(frozen=True)
@@ -128,9 +136,48 @@ class ExperimentConfig:
                 "is required for (and only for) process.kind: interpolant")
         if self.end_target is not None:
             require(self.end_target.dim == self.target.dim, "end_target.dim", "must equal target.dim")
-        require(not (interpolant and self.grid.kind == "log_snr"), "grid.kind", "log_snr grids need a diffusion process")
+        problem = grid_process_mismatch(self.grid, self.process)
+        require(problem is None, problem[0] if problem else "grid", problem[1] if problem else "")
         problem = loss_process_mismatch(self.loss, self.process.kind)
         require(problem is None, "loss.dsm_weighting", problem or "")
+
+
+#: Per-dimension standard deviation σ_d of the (standardised) analytic targets, as the model assumes.
+SIGMA_DATA = 1.0
+#: The noisiest level of a diffusion must have σ(t_max) ≥ PRIOR_SIGMA_RATIO · σ_d (see grid_process_mismatch).
+PRIOR_SIGMA_RATIO = 10.0
+
+
+def grid_process_mismatch(grid: GridConfig, process: ProcessConfig) -> tuple[str, str] | None:
+    """``(key, why)`` if the level grid does not fit the process, else None.
+
+    Rules: ``karras`` grids are σ levels, so only for ``edm`` (where t = σ); ``log_snr`` grids only for
+    diffusions; ``vp`` is defined on t ≤ 1 and the interpolant on t < 1 (its noise γ vanishes at 1). For
+    diffusions the last level must be the normalised prior the model reduces to and samplers start
+    from: σ(t_max) ≥ 10·σ_d, so the learned correction's weight σ_d/σ is at most 0.1 there and the
+    true marginal's standardised higher cumulants (its departure from N(0, α²(σ_d² + σ²))) shrink
+    like (σ_d/σ)⁴ ≤ 1e-4. For ``edm``
+    (σ = t, σ_d = 1) that is t_max ≥ 10 (EDM's usual σ_max is 80); for ``vp`` with β 0.1 → 20,
+    t_max ≥ 0.68.
+    """
+    if grid.kind == "karras" and process.kind != "edm":
+        return "grid.kind", (f"karras grids are EDM noise levels σ; use uniform or log_snr for "
+                             f"process.kind: {process.kind}")
+    if grid.kind == "log_snr" and process.kind == "interpolant":
+        return "grid.kind", "log_snr grids need a diffusion process"
+    if process.kind == "vp" and grid.t_max > 1.0:
+        return "grid.t_max", f"the VP process is defined on t <= 1, got {grid.t_max}"
+    if process.kind == "interpolant" and grid.t_max >= 1.0:
+        return "grid.t_max", f"the interpolant's noise vanishes at t = 1; need t_max < 1, got {grid.t_max}"
+    if process.kind != "interpolant":
+        sigma_max = float(build_process(process).sigma(torch.tensor(grid.t_max, dtype=torch.float64)))
+        needed = PRIOR_SIGMA_RATIO * SIGMA_DATA
+        if sigma_max < needed:
+            hint = "e.g. grid: {kind: karras, t_min: 0.002, t_max: 80}" if process.kind == "edm" else \
+                "raise t_max towards 1 or beta_max"
+            return "grid.t_max", (f"the last level must be the normalised prior: {process.kind} needs σ(t_max) >= "
+                                  f"{needed:g} (10·σ_d), got σ({grid.t_max:g}) = {sigma_max:.3g}; {hint}")
+    return None
 
 
 def loss_process_mismatch(loss: LossConfig, process_kind: str) -> str | None:
@@ -143,7 +190,7 @@ def loss_process_mismatch(loss: LossConfig, process_kind: str) -> str | None:
 def build_target(config: TargetConfig) -> GaussianMixture:
     """The standardised mixture named by ``config`` (float64, CPU)."""
     if config.name == "two_modes":
-        return two_modes(config.dim, config.separation)
+        return two_modes(config.dim, config.separation, heavy_weight=config.heavy_weight)
     return mog40(config.dim, seed=config.seed)
 
 
@@ -171,4 +218,4 @@ def build_model(config: ExperimentConfig) -> EnergyModel:
     levels = build_grid(config.grid, process)
     net = TimeConditionedMLP(config.target.dim, config.model.hidden, config.model.n_layers,
                              config.model.time_dim, config.model.embedding)
-    return EnergyModel(net, process, levels, sigma_data=1.0, event_shape=(config.target.dim,))
+    return EnergyModel(net, process, levels, sigma_data=SIGMA_DATA, event_shape=(config.target.dim,))
