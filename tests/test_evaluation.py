@@ -12,6 +12,7 @@ from boltzclf.evaluation.profiles import mode_line_profile
 from boltzclf.models import EnergyModel, TimeConditionedMLP
 from boltzclf.models.analytic import MixtureMarginalEnergy
 from boltzclf.targets.gmm import GaussianMixture, two_modes
+from exact_models import OffsetMarginalEnergy
 
 LEVELS = log_snr_grid(VariancePreserving(), 1e-3, 0.999, 12)
 
@@ -49,20 +50,6 @@ def test_mmd_separates_distributions(generator):
     b = torch.randn(1000, 2, generator=generator, dtype=torch.float64)
     c = torch.randn(1000, 2, generator=generator, dtype=torch.float64) + 1.0
     assert abs(mmd(a, b)) < 0.01 < mmd(a, c)
-
-
-class OffsetMarginalEnergy(MixtureMarginalEnergy):
-    """Exact marginals plus a per-level constant c_i (true log-normalisers f = c − c[−1]); f learnable."""
-
-    def __init__(self, start, process, levels, offsets):
-        super().__init__(start, process, levels)
-        self.register_buffer("offsets", offsets.to(torch.float64))
-        del self.free_energies
-        self.free_energies = torch.nn.Parameter(torch.zeros(len(levels), dtype=torch.float64))
-
-    def log_prob_unnormalised(self, t, x):
-        index = (t.double()[:, None] - self.levels.double()[None]).abs().argmin(1)
-        return super().log_prob_unnormalised(t, x) + self.offsets[index].to(x.dtype)
 
 
 OFFSETS = torch.tensor([9.0, -4.0, 3.0, 7.0, -2.0, 5.0, 0.5, -6.0, 2.0, 4.0, -1.0, 1.5], dtype=torch.float64)

@@ -10,6 +10,7 @@ from boltzclf.losses import LossConfig, build_loss, classification_loss
 from boltzclf.losses.levels import noisy_samples
 from boltzclf.models.analytic import MixtureMarginalEnergy
 from boltzclf.targets.gmm import GaussianMixture, mog40, two_modes
+from exact_models import OffsetMarginalEnergy
 
 N = 20_000
 
@@ -198,21 +199,6 @@ def test_noisy_samples_have_the_closed_form_marginal_moments(generator, process_
     _, _, noise, _ = noisy_samples(model, tuple(x[:5] for x in batch), index[:5], True, generator)
     noise = noise.reshape(5, len(levels), dim)
     assert torch.equal(noise, noise[:, :1].expand(-1, len(levels), -1))
-
-
-class OffsetMarginalEnergy(MixtureMarginalEnergy):
-    """Exact marginals plus a per-level constant: log p̃(t_i, x) = log p_{t_i}(x) + c_i, so the true
-    free energies (log-normalisers) are f_i = c_i, i.e. c − c[−1] in the gauge f[−1] = 0. f is learnable."""
-
-    def __init__(self, start, process, levels, offsets):
-        super().__init__(start, process, levels)
-        self.register_buffer("offsets", offsets.to(torch.float64))
-        del self.free_energies
-        self.free_energies = torch.nn.Parameter(torch.zeros(len(levels), dtype=torch.float64))
-
-    def log_prob_unnormalised(self, t, x):
-        index = (t.double()[:, None] - self.levels.double()[None]).abs().argmin(1)
-        return super().log_prob_unnormalised(t, x) + self.offsets[index].to(x.dtype)
 
 
 def test_diffclf_trains_f_to_the_log_normalisers_with_the_right_sign(tmp_path):
