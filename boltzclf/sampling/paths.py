@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from boltzclf.sampling.mcmc import energy_and_force
 from boltzclf.sampling.priors import GaussianPrior
 
 
@@ -37,11 +38,13 @@ def score_and_log_prob(log_prob_fn, x: torch.Tensor, chunk_size: int | None = No
 
 def target_log_prob_and_score(target, x: torch.Tensor, chunk_size: int | None = None
                               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """−u(x) and its gradient (the force) of an :class:`~boltzclf.targets.EnergyTarget`, in chunks."""
+    """−u(x) and its gradient (the force) of an :class:`~boltzclf.targets.EnergyTarget`, in chunks
+    (one evaluation per chunk where the target can give both at once)."""
     logps, grads = [], []
     for part in _split(x, chunk_size):
-        logps.append(-target.energy(part).detach().to(torch.float64))
-        grads.append(target.force(part).detach().to(part.dtype))
+        energy, force = energy_and_force(target, part)
+        logps.append(-energy.detach().to(torch.float64))
+        grads.append(force.detach().to(part.dtype))
     return torch.cat(logps), torch.cat(grads)
 
 
