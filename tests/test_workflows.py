@@ -4,9 +4,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from boltzclf.cli.main import main
 from boltzclf.cli.run import load_workflow
+from boltzclf.core.config import from_mapping
+from boltzclf.core.errors import ConfigError
+from boltzclf.pipelines import compare
+from boltzclf.training import checkpoint
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
@@ -27,6 +33,62 @@ def test_mog40_smoke_run_reports_all_methods_with_mmd(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"dsm", "ctsm", "diffclf"}
     assert all(isinstance(r["mmd"], float) and isinstance(r["clf_loss"], float) for r in results.values())
+
+
+def _tiny_workflow(**changes) -> dict:
+    data = {
+        "workflow": "compare_losses",
+        "experiment": {
+            "target": {"name": "two_modes", "dim": 2},
+            "grid": {"n_levels": 8},
+            "model": {"hidden": 16, "n_layers": 1, "time_dim": 8},
+            "training": {"steps": 1, "batch_size": 32, "lr": 1.0e-9, "ema": 0.9, "dataset_size": 256},
+            "evaluation": {"n_samples": 64, "n_levels": 2},
+        },
+        "methods": {"dsm": {"kind": "dsm"}, "diffclf": {"kind": "diffclf"}},
+        "pretrain": {"steps": 4, "lr": 1.0e-2},
+    }
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"pretrain": {"steps": 0}}, "pretrain.steps"),
+    ({"pretrain": {"steps": 4, "lr": -1.0}}, "pretrain.lr"),
+    ({"pretrain": {"steps": 4, "loss": {"kind": "sm"}}}, "pretrain.loss.kind"),
+    ({"pretrain": {"steps": 4, "epochs": 2}}, "pretrain"),
+    ({"methods": {"pretrain": {"kind": "dsm"}}}, "methods.pretrain"),
+])
+def test_pretrain_option_is_validated(tmp_path, changes, key):
+    path = tmp_path / "workflow.yaml"
+    path.write_text(yaml.safe_dump(_tiny_workflow(**changes)))
+    with pytest.raises(ConfigError, match=f"{path}: {key}"):
+        load_workflow(str(path), None)
+
+
+def test_pretrain_with_an_explicit_warm_start_is_refused(tmp_path):
+    data = _tiny_workflow()
+    data["experiment"]["training"]["warm_start"] = str(tmp_path / "other" / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="pretrain: .*warm_start"):
+        from_mapping(compare.CompareLossesWorkflow, data, "workflow.yaml")
+
+
+def test_pretrain_warm_starts_every_method_and_counts_its_steps(tmp_path):
+    workflow = from_mapping(compare.CompareLossesWorkflow, _tiny_workflow(), "workflow.yaml")
+    out = tmp_path / "run"
+    results = compare.run(workflow, out, torch.device("cpu"))
+    pre = checkpoint.load(out / "pretrain" / "checkpoint.pt")
+    assert pre["step"] == 4 and pre["config"]["loss"]["kind"] == "dsm"
+    assert float(pre["ema"]["network.output.weight"].abs().max()) > 0  # trained away from the zero init
+    for name in ("dsm", "diffclf"):
+        assert results[name]["steps"] == {"pretrain": 4, "method": 1, "total": 5}
+        config = json.loads((out / name / "config.json").read_text())
+        assert config["training"]["warm_start"] == str(out / "pretrain" / "checkpoint.pt")
+        # lr 1e-9 for one step: the method's weights are still the pre-trained (EMA) ones
+        state = checkpoint.load(out / name / "checkpoint.pt")
+        for key, value in pre["ema"].items():
+            torch.testing.assert_close(state["model"][key], value, atol=1e-6, rtol=0)
+    assert compare.run(workflow, out, torch.device("cpu")) == results  # a finished run is reused
 
 
 @pytest.mark.slow
