@@ -62,7 +62,7 @@ def _sum_within_clusters(r: torch.Tensor, clusters: torch.Tensor) -> torch.Tenso
 
     Clusters are separate in every batch; a cluster absent from a batch contributes a zero row.
     """
-    batch, n = clusters.shape[:-1], clusters.shape[-1]
+    batch = clusters.shape[:-1]
     _, inverse = torch.unique(clusters, return_inverse=True)
     m = int(inverse.max()) + 1
     rows = torch.arange(math.prod(batch), device=clusters.device).reshape(*batch, 1)
