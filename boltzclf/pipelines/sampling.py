@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from boltzclf.core import atomic, rundir
 from boltzclf.core.config import require, to_dict
 from boltzclf.core.errors import BoltzclfError
-from boltzclf.diffusion.grids import log_snr_grid, uniform_grid
+from boltzclf.diffusion.grids import log_snr_grid
 from boltzclf.estimators.importance import summarise
 from boltzclf.evaluation.weighted_samples import weighted_sample_metrics
 from boltzclf.pipelines.experiment import load_trained
@@ -109,7 +110,9 @@ def run(run_dir: str | Path, config: SampleConfig, out: str | Path, device: torc
     summary = _summarise(outcome, target, config)
     atomic.save_npz(out / "samples.npz", **{k: v.detach().cpu().numpy() for k, v in outcome["arrays"].items()})
     atomic.write_json(out / "diagnostics.json", outcome["diagnostics"])
-    atomic.save_figure(out / "ess.png", ess_trace_figure(outcome["diagnostics"], title=f"{config.sampler}: {run_dir}"))
+    figure = ess_trace_figure(outcome["diagnostics"], title=f"{config.sampler}: {run_dir}")
+    atomic.save_figure(out / "ess.png", figure)
+    plt.close(figure)
     atomic.write_json(out / "results.json", summary)
     return summary
 
@@ -126,10 +129,7 @@ def _check_supported(model, config: SampleConfig) -> None:
 def _path_times(model, levels: int) -> torch.Tensor | None:
     if levels == 0:
         return None
-    first, last = float(model.levels[0]), float(model.levels[-1])
-    if model.process.kind == "interpolant":
-        return uniform_grid(first, last, levels)
-    return log_snr_grid(model.process, first, last, levels)
+    return log_snr_grid(model.process, float(model.levels[0]), float(model.levels[-1]), levels)
 
 
 def _path_and_kernels(model, target, config: SampleConfig, score_only: bool = False):

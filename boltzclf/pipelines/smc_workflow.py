@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import matplotlib.pyplot as plt
 import torch
 
 from boltzclf.core import atomic, rundir
@@ -121,7 +122,9 @@ def run(workflow: SMCComparisonWorkflow, out: str | Path, device: torch.device) 
     if workflow.composition is not None:
         results["composition"] = run_composition(workflow, out / "composition", device)
     atomic.write_json(out / "results.json", results)
-    atomic.save_figure(out / "report.png", smc_report(results, traces, title=workflow.description))
+    figure = smc_report(results, traces, title=workflow.description)
+    atomic.save_figure(out / "report.png", figure)
+    plt.close(figure)
     return results
 
 
