@@ -47,13 +47,26 @@ INTEGRATORS = ("baoab", "ghmc", "mala")
 
 @dataclass(frozen=True)
 class Dynamics:
-    """Integrator parameters. ``masses`` broadcasts against ``x`` ``(B, *event)`` (amu, or 1 for toys)."""
+    """Integrator parameters. ``masses`` broadcasts against ``x`` ``(B, *event)`` (amu, or 1 for toys).
+
+    ``kT`` (kJ/mol, or 1 for toys) is the unit of the target's reduced energy u = U/kT, so the
+    physical force is kT·(−∇u). ``bath`` (None, or a ``(B,)`` float64 tensor of kJ/mol) gives every
+    walker its own thermostat temperature (temperature replica exchange, BAOAB only): walker b then
+    samples exp(−U/kT_b) = exp(−u·kT/kT_b), and its kinetic energy is reported in units of kT_b.
+    """
 
     dt: float
     friction: float
     kT: float
     masses: torch.Tensor
     remove_com: bool = False
+    bath: torch.Tensor | None = None
+
+    def thermal(self, x: torch.Tensor) -> float | torch.Tensor:
+        """The thermostat's kT [kJ/mol], broadcastable against ``x`` ``(B, *event)``."""
+        if self.bath is None:
+            return self.kT
+        return self.bath.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))
 
 
 @dataclass
@@ -108,11 +121,14 @@ def kt_kj_per_mol(temperature: float) -> float:
 
 
 def make_dynamics(x: torch.Tensor, dt: float, friction: float, temperature: float | None = None,
-                  masses=None, remove_com: bool = False) -> Dynamics:
+                  masses=None, remove_com: bool = False,
+                  bath_temperatures: torch.Tensor | None = None) -> Dynamics:
     """Parameters for walkers shaped like ``x`` ``(B, *event)``.
 
     ``masses``: None (1), a scalar, per-particle ``(n_atoms,)`` for ``(n_atoms, 3)`` events, or the
-    event shape; amu. ``temperature``: K, or None for kT = 1.
+    event shape; amu. ``temperature``: K (the temperature of the target's reduced energy), or None
+    for kT = 1. ``bath_temperatures``: optional ``(B,)`` thermostat temperatures in K (needs
+    ``temperature``), see :class:`Dynamics`.
     """
     event = tuple(x.shape[1:])
     if dt <= 0 or friction < 0:
@@ -129,7 +145,14 @@ def make_dynamics(x: torch.Tensor, dt: float, friction: float, temperature: floa
     if remove_com and m.dim() == 0:
         m = m.expand(event[0], 1)
     kT = 1.0 if temperature is None else kt_kj_per_mol(temperature)
-    return Dynamics(float(dt), float(friction), kT, m, remove_com)
+    bath = None
+    if bath_temperatures is not None:
+        bath = torch.as_tensor(bath_temperatures, dtype=torch.float64, device=x.device)
+        if temperature is None or bath.shape != x.shape[:1] or bool((bath <= 0).any()):
+            raise ValueError(f"bath_temperatures must be positive K with shape ({x.shape[0]},), "
+                             "together with the target's temperature")
+        bath = MOLAR_GAS_CONSTANT * bath
+    return Dynamics(float(dt), float(friction), kT, m, remove_com, bath)
 
 
 def n_degrees_of_freedom(x: torch.Tensor, dynamics: Dynamics) -> int:
@@ -146,13 +169,14 @@ def remove_com_velocity(v: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
 def maxwell_boltzmann(x: torch.Tensor, dynamics: Dynamics, generator: torch.Generator) -> torch.Tensor:
     """Velocities like ``x`` drawn from N(0, kT/m) (centre-of-mass motion removed if requested)."""
     v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    v = v * torch.sqrt(dynamics.kT / dynamics.masses)
+    v = v * torch.sqrt(dynamics.thermal(x) / dynamics.masses)
     return remove_com_velocity(v, dynamics.masses) if dynamics.remove_com else v
 
 
 def kinetic_energy(v: torch.Tensor, dynamics: Dynamics) -> torch.Tensor:
-    """½ Σ m v² / kT per walker, ``(B,)`` float64 [kT]."""
-    return 0.5 * (dynamics.masses * v * v).flatten(1).sum(1).to(torch.float64) / dynamics.kT
+    """½ Σ m v² / kT per walker, ``(B,)`` float64 [kT of the walker's thermostat]."""
+    kT = dynamics.kT if dynamics.bath is None else dynamics.bath.to(torch.float64)
+    return 0.5 * (dynamics.masses * v * v).flatten(1).sum(1).to(torch.float64) / kT
 
 
 def init_state(target, x0: torch.Tensor, dynamics: Dynamics | None, generator: torch.Generator) -> LangevinState:
@@ -174,7 +198,7 @@ def init_state(target, x0: torch.Tensor, dynamics: Dynamics | None, generator: t
 def _ou(v: torch.Tensor, dynamics: Dynamics, dt: float, generator: torch.Generator) -> torch.Tensor:
     a = math.exp(-dynamics.friction * dt)
     noise = torch.randn(v.shape, generator=generator, dtype=v.dtype, device=v.device)
-    v = a * v + math.sqrt(1.0 - a * a) * torch.sqrt(dynamics.kT / dynamics.masses) * noise
+    v = a * v + math.sqrt(1.0 - a * a) * torch.sqrt(dynamics.thermal(v) / dynamics.masses) * noise
     return remove_com_velocity(v, dynamics.masses) if dynamics.remove_com else v
 
 
@@ -224,6 +248,8 @@ def ghmc_step(target, state: LangevinState, dynamics: Dynamics, generator: torch
               ) -> tuple[LangevinState, StepInfo]:
     """One GHMC step: O, then a velocity-Verlet proposal accepted by the total-energy Metropolis rule
     (velocities flipped on rejection). One force evaluation."""
+    if dynamics.bath is not None:
+        raise ValueError("GHMC with per-walker thermostat temperatures is not implemented; use BAOAB")
     h = 0.5 * dynamics.dt
     v0 = _ou(state.v, dynamics, dynamics.dt, generator)
     v = _kick(v0, state.force, dynamics, h)

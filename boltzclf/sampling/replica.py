@@ -293,7 +293,7 @@ def init_replica_state(path, kernels, settings: ReplicaSettings, generator: torc
     return ReplicaState(x, logp, score, step_size.to(x.device), labels, trip_phase, round_trips)
 
 
-def _update_round_trips(labels: torch.Tensor, trip_phase: torch.Tensor, round_trips: torch.Tensor) -> None:
+def update_round_trips(labels: torch.Tensor, trip_phase: torch.Tensor, round_trips: torch.Tensor) -> None:
     """In place: the label at the top completes a trip if it came from the bottom; the label at the
     bottom turns round if it came from the top."""
     columns = torch.arange(labels.shape[1], device=labels.device)
@@ -357,7 +357,7 @@ def replica_step(path, kernels, state: ReplicaState, settings: ReplicaSettings, 
             log_ratio[i] = proposal.log_ratio
             n_nonfinite += int(proposal.nonfinite.sum())
         n_swap_phases += 1
-        _update_round_trips(labels, trip_phase, round_trips)
+        update_round_trips(labels, trip_phase, round_trips)
     new_state = ReplicaState(x, logp, score, step_size, labels, trip_phase, round_trips, n_steps, n_swap_phases)
     return new_state, ReplicaStepInfo(mala_accepted, attempted, accepted, log_ratio, n_nonfinite)
 

@@ -1,0 +1,226 @@
+"""Resumable batched Langevin dynamics and temperature replica exchange on the torch force field.
+
+All walkers of all temperatures live in one tensor ``(R·W, N, 3)`` (slot-major, see
+:mod:`boltzclf.dynamics.tempering`) and are advanced by the generic BAOAB step of
+:mod:`boltzclf.sampling.langevin` with one thermostat temperature per slot; the force field is
+evaluated in memory-bounded chunks (:meth:`TorchForceField.energy_and_force`).
+
+Layout of a run directory (``--out``)::
+
+    config.json, metadata.json      resolved config and provenance (boltzclf.core.rundir)
+    checkpoint.pt                   positions, velocities, energies, forces, RNG state, replica labels,
+                                    round-trip and exchange counters, frames done
+    chunks/chunk_00000.pt ...       frames of each completed chunk (written before the checkpoint)
+    trajectory.dcd, topology.pdb    the target-temperature frames, time-major: DCD frame k is time
+                                    step k // W of walker k % W (written when all chunks exist)
+    energies.npz, results.json      see :mod:`boltzclf.dynamics.output`
+
+Resuming is exact: a chunk is written, then the checkpoint, so a run killed at any point restarts
+from the last checkpoint and rewrites the chunks after it with identical frames (same device,
+dtype and thread count; ``torch.compile`` recompiles the same kernels).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openmm
+import torch
+from tqdm.auto import tqdm
+
+from boltzclf.core import atomic
+from boltzclf.core.device import resolve_device
+from boltzclf.core.errors import CheckpointError
+from boltzclf.dynamics.config import BatchedMDConfig
+from boltzclf.dynamics.tempering import ExchangeState, exchange, geometric_ladder
+from boltzclf.forcefield.field import TorchForceField
+from boltzclf.forcefield.target import TorchEnergyTarget
+from boltzclf.openmm.bridge import kt_kj_per_mol
+from boltzclf.openmm.pool import make_context
+from boltzclf.openmm.system import MolecularSystem
+from boltzclf.sampling.langevin import Dynamics, LangevinState, baoab_step, init_state, make_dynamics
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Simulation:
+    """Everything a run advances: the target, the integrator parameters and the mutable state."""
+
+    config: BatchedMDConfig
+    target: TorchEnergyTarget
+    dynamics: Dynamics
+    temperatures: torch.Tensor
+    state: LangevinState
+    exchange: ExchangeState
+    generator: torch.Generator
+    frames_done: int = 0
+    wall_s: float = 0.0
+    n_nonfinite: int = 0
+
+    @property
+    def n_replicas(self) -> int:
+        return len(self.temperatures)
+
+
+def minimised_positions(system: MolecularSystem, minimize: bool) -> np.ndarray:
+    """The spec's positions ``(N, 3)`` [nm], locally minimised by OpenMM when ``minimize``."""
+    if not minimize:
+        return np.asarray(system.positions, dtype=np.float64)
+    context = make_context(system.system, "CPU", 1)
+    context.setPositions(system.positions)
+    openmm.LocalEnergyMinimizer.minimize(context)
+    state = context.getState(getPositions=True)
+    return state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer)
+
+
+def build_simulation(system: MolecularSystem, config: BatchedMDConfig) -> Simulation:
+    """A fresh simulation: every walker starts at the (minimised) spec structure with
+    Maxwell–Boltzmann velocities at its slot temperature (independent per walker)."""
+    device = resolve_device(config.device)
+    dtype = _DTYPES[config.dtype]
+    temperatures = geometric_ladder(config.temperature, config.max_temperature or config.temperature,
+                                    config.replicas)
+    field = TorchForceField(system.system).to(device=device, dtype=dtype)
+    target = TorchEnergyTarget(field, config.temperature, chunk_size=config.chunk_size, compiled=config.compiled)
+    n_total = config.replicas * config.walkers
+    start = torch.as_tensor(minimised_positions(system, config.minimize), dtype=dtype, device=device)
+    x0 = start.expand(n_total, *start.shape).clone()
+    bath = temperatures.repeat_interleave(config.walkers)
+    dynamics = make_dynamics(x0, config.timestep_fs / 1000.0, config.friction_per_ps, config.temperature,
+                             torch.as_tensor(system.masses), remove_com=True, bath_temperatures=bath)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    state = init_state(target, x0, dynamics, generator)
+    return Simulation(config, target, dynamics, temperatures.to(device), state,
+                      ExchangeState.start(config.replicas, config.walkers, device), generator)
+
+
+def advance_frame(sim: Simulation) -> torch.Tensor:
+    """Advance every walker by one stride (with exchanges); return the walkers stopped on the way."""
+    config = sim.config
+    stopped = torch.zeros_like(sim.state.active)
+    for step in range(1, config.stride_steps + 1):
+        sim.state, info = baoab_step(sim.target, sim.state, sim.dynamics, sim.generator)
+        stopped |= info.nonfinite
+        if sim.n_replicas > 1 and step % config.exchange_steps == 0:
+            sim.state = exchange(sim.state, sim.exchange, sim.temperatures, config.temperature, sim.generator)
+    return stopped
+
+
+def record(sim: Simulation) -> dict[str, torch.Tensor]:
+    """The current frame, on the CPU: positions to save ``(W or R·W, N, 3)`` [nm], potential energies
+    ``(R, W)`` [kJ/mol] float64, replica labels ``(R, W)`` and the mean kinetic energy per slot
+    ``(R,)`` [kT of the slot] of the end-of-step velocities (about 2 % below 3N/2 for BAOAB at 1 fs,
+    see :class:`~boltzclf.sampling.langevin.StepInfo`)."""
+    config, state = sim.config, sim.state
+    shape = (sim.n_replicas, config.walkers)
+    saved = state.x if config.save_all_temperatures else state.x[: config.walkers]
+    kT = kt_kj_per_mol(config.temperature)
+    kinetic = 0.5 * (sim.dynamics.masses * state.v * state.v).flatten(1).sum(1).to(torch.float64)
+    kinetic = kinetic / sim.dynamics.bath
+    return {"positions": saved.detach().cpu().clone(),
+            "potential_energy": (state.energy.to(torch.float64) * kT).reshape(shape).cpu(),
+            "labels": sim.exchange.labels.to(torch.int16).cpu().clone(),
+            "kinetic": kinetic.reshape(shape).mean(1).cpu()}
+
+
+def chunk_path(out: Path, index: int) -> Path:
+    return out / "chunks" / f"chunk_{index:05d}.pt"
+
+
+def save_checkpoint(out: Path, sim: Simulation) -> None:
+    """Write the full state atomically (after the chunk it follows)."""
+    state = sim.state
+    atomic.torch_save(out / "checkpoint.pt", {
+        "x": state.x.cpu(), "v": state.v.cpu(), "energy": state.energy.cpu(), "force": state.force.cpu(),
+        "active": state.active.cpu(), "generator": sim.generator.get_state(),
+        "exchange": {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in sim.exchange.as_dict().items()},
+        "frames_done": sim.frames_done, "wall_s": sim.wall_s, "n_nonfinite": sim.n_nonfinite})
+
+
+def load_checkpoint(out: Path, sim: Simulation) -> bool:
+    """Restore ``sim`` from ``out/checkpoint.pt``; False when there is none."""
+    path = out / "checkpoint.pt"
+    if not path.exists():
+        return False
+    device = sim.state.x.device
+    try:
+        data = torch.load(path, weights_only=True)
+        if data["x"].shape != sim.state.x.shape or data["x"].dtype != sim.state.x.dtype:
+            raise ValueError(f"it holds walkers {tuple(data['x'].shape)} {data['x'].dtype}, the config "
+                             f"needs {tuple(sim.state.x.shape)} {sim.state.x.dtype}")
+        sim.state = LangevinState(*(data[k].to(device) for k in ("x", "v", "energy", "force", "active")))
+        sim.generator.set_state(data["generator"])
+        sim.exchange = ExchangeState.from_dict({k: v.to(device) if isinstance(v, torch.Tensor) else v
+                                                for k, v in data["exchange"].items()})
+        sim.frames_done, sim.wall_s = int(data["frames_done"]), float(data["wall_s"])
+        sim.n_nonfinite = int(data["n_nonfinite"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot resume from it ({exc}); delete it to restart") from None
+    return True
+
+
+def _segments(config: BatchedMDConfig, frames_done: int) -> list[tuple[int, int]]:
+    """(first frame, frame count) of the remaining segments: the equilibration, then the chunks."""
+    eq = config.equilibration_frames
+    bounds = ([0, eq] if eq else [0]) + [eq + k for k in range(config.checkpoint_frames, config.n_frames,
+                                                               config.checkpoint_frames)]
+    bounds.append(eq + config.n_frames)
+    return [(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]) if a >= frames_done and b > a]
+
+
+def run_segments(sim: Simulation, out: Path, progress: bool = True, label: str = "dynamics") -> Simulation:
+    """Advance ``sim`` to the end, writing each production chunk and then a checkpoint."""
+    config = sim.config
+    eq = config.equilibration_frames
+    total = eq + config.n_frames
+    with tqdm(total=total, initial=sim.frames_done, unit="frame", disable=not progress, desc=label) as bar:
+        for first, count in _segments(config, sim.frames_done):
+            start = time.perf_counter()
+            frames = []
+            for _ in range(count):
+                stopped = advance_frame(sim)
+                if bool(stopped.any()):
+                    sim.n_nonfinite += int(stopped.sum())
+                    log.warning("%d walkers met non-finite energies or forces and were stopped (slots %s)",
+                                int(stopped.sum()), stopped.nonzero().flatten()[:10].tolist())
+                if first >= eq:
+                    frames.append(record(sim))
+                bar.update(1)
+            if sim.state.x.device.type == "cuda":
+                torch.cuda.synchronize()
+            sim.wall_s += time.perf_counter() - start
+            if frames:
+                chunk = {k: torch.stack([f[k] for f in frames]) for k in frames[0]}
+                atomic.torch_save(chunk_path(out, (first - eq) // config.checkpoint_frames), chunk)
+            sim.frames_done = first + count
+            save_checkpoint(out, sim)
+    return sim
+
+
+def simulate_batched(system: MolecularSystem, config: BatchedMDConfig, out: str | os.PathLike,
+                     progress: bool = True) -> dict:
+    """Run (or resume) batched dynamics of ``system`` into the prepared run directory ``out``.
+
+    Returns the results record (see :func:`boltzclf.dynamics.output.write_outputs`).
+    """
+    from boltzclf.dynamics.output import finalise, read_results
+
+    out = Path(out)
+    done = read_results(out)
+    if done is not None:
+        log.info("%s: run already complete", out)
+        return done
+    sim = build_simulation(system, config)
+    if load_checkpoint(out, sim):
+        log.info("resuming %s at frame %d", out, sim.frames_done)
+    else:
+        save_checkpoint(out, sim)
+    run_segments(sim, out, progress, label=f"{system.spec.name} x{config.walkers * config.replicas}")
+    return finalise(system, sim, out)
