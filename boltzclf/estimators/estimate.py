@@ -48,3 +48,37 @@ class Estimate:
         """JSON-ready copy: tensors become floats (0-d) or nested lists; NaN stays NaN."""
         return {"value": self.value.tolist(), "se": self.se.tolist(), "n_eff": self.n_eff.tolist(),
                 "method": self.method}
+
+
+#: Molar gas constant R = N_A k_B in kJ/(mol K) (CODATA 2018, exact), and the thermochemical calorie.
+GAS_CONSTANT_KJ_PER_MOL_K = 8.31446261815324e-3
+KJ_PER_KCAL = 4.184
+
+
+def free_energy_units(estimate: Estimate, temperature: float) -> dict[str, Any]:
+    """A free-energy estimate in kT, kJ/mol and kcal/mol, JSON-ready.
+
+    Parameters
+    ----------
+    estimate
+        An :class:`Estimate` whose ``value`` and ``se`` are in kT.
+    temperature
+        The temperature that defines kT, in K (> 0).
+
+    Returns
+    -------
+    dict
+        ``value_kT``, ``se_kT``, ``value_kJ_per_mol``, ``se_kJ_per_mol``, ``value_kcal_per_mol``,
+        ``se_kcal_per_mol`` (floats or nested lists), ``temperature_K``, ``kT_kJ_per_mol``, ``n_eff``
+        and ``method``; kT = R·T with R = 8.31446261815324e-3 kJ/(mol K), 1 kcal = 4.184 kJ.
+    """
+    if not temperature > 0:
+        raise EstimatorInputError(f"temperature: expected a positive value in K, got {temperature!r}")
+    kt = GAS_CONSTANT_KJ_PER_MOL_K * float(temperature)
+    out: dict[str, Any] = {"temperature_K": float(temperature), "kT_kJ_per_mol": kt}
+    for unit, scale in (("kT", 1.0), ("kJ_per_mol", kt), ("kcal_per_mol", kt / KJ_PER_KCAL)):
+        out[f"value_{unit}"] = (estimate.value * scale).tolist()
+        out[f"se_{unit}"] = (estimate.se * scale).tolist()
+    out["n_eff"] = estimate.n_eff.tolist()
+    out["method"] = estimate.method
+    return out

@@ -28,13 +28,15 @@ __all__ = ["Estimate", "EstimatorInputError", "ImportanceSummary", "effective_sa
            "largest_weight_share", "log_normaliser", "normalised_weights", "summarise"]
 
 
-def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
+def effective_sample_size(log_weights: ArrayLike) -> torch.Tensor:
     """Kish effective sample size divided by N: exp(2 LSE(log w) − LSE(2 log w)) / N, in [1/N, 1].
 
-    ``log_weights`` is ``(..., N)``; returns ``(...)``. Invariant to adding a constant to log w.
+    ``(Σ w)² / (N Σ w²)`` (Kish, "Survey Sampling", 1965), the ESS/N reported for Boltzmann generators.
+    ``log_weights`` is ``(..., N)`` (tensor or numpy array, natural log); returns ``(...)`` float64.
+    Invariant to adding a constant to log w.
     """
-    n = log_weights.shape[-1]
-    lw = log_weights.to(torch.float64)
+    lw = as_float64(log_weights, "log_weights")
+    n = lw.shape[-1]
     return torch.exp(2.0 * torch.logsumexp(lw, -1) - torch.logsumexp(2.0 * lw, -1)) / n
 
 
