@@ -1,9 +1,10 @@
 """Wasserstein-2 distances between sample sets: energies on the line (E-W2), dihedrals on the torus (T-W2).
 
-Definitions (as in the transferable-samplers / TBG evaluation of Boltzmann generators: Klein & Noé,
-"Transferable Boltzmann Generators", NeurIPS 2024; Tan et al., "Scalable Equilibrium Sampling with
-Sequential Boltzmann Generators", ICML 2025, whose code defines ``energy_w2`` with POT's ``emd2_1d`` on
-the squared Euclidean metric and ``torus_w2`` with POT's ``emd2`` on the squared torus distance):
+Definitions (as in the evaluation of Boltzmann generators by Klein & Noé, "Transferable Boltzmann
+Generators", NeurIPS 2024, and Tan et al., "Scalable Equilibrium Sampling with Sequential Boltzmann
+Generators", ICML 2025, whose code, transferable-samplers ``evaluation/metrics/wasserstein_distances.py``,
+takes energy-w2 as ``sqrt(ot.emd2_1d)`` on the squared metric and torus-w2 as ``sqrt(ot.emd2)`` on
+``Σ min(|Δ|, 2π − |Δ|)²`` with uniform weights and no subsampling):
 
 * **E-W2** between two distributions of reduced energies ``u`` (kT):
   ``W2(P, Q) = ( ∫_0^1 (F_P^{-1}(s) − F_Q^{-1}(s))² ds )^{1/2}`` in kT, where ``F^{-1}`` are the quantile
