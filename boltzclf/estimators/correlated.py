@@ -88,15 +88,17 @@ def _autocorrelation_times(x: torch.Tensor, window_factor: float = 5.0) -> torch
     if n < 2:
         return torch.ones(k, dtype=torch.float64)
     size = 1 << (2 * n - 1).bit_length()
-    spectrum = torch.fft.rfft(x, n=size, dim=-1)
-    acov = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=size, dim=-1)
-    acov = acov[..., :n].sum(1) / (n_walkers * n)  # (K, n)
     out = torch.ones(k, dtype=torch.float64)
     lags = torch.arange(n, dtype=torch.float64)
-    for j in range(k):
-        if float(acov[j, 0]) <= 0.0:
+    for j in range(k):  # one series at a time keeps the FFT buffers at (walkers, size)
+        if not bool(x[j].any()):
             continue  # a constant series: τ = 1
-        taus = 2.0 * torch.cumsum(acov[j] / acov[j, 0], 0) - 1.0  # taus[m] = 1 + 2 Σ_{t=1}^{m} ρ(t)
+        spectrum = torch.fft.rfft(x[j], n=size, dim=-1)
+        acov = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=size, dim=-1)
+        acov = acov[:, :n].sum(0).cpu()
+        if float(acov[0]) <= 0.0:
+            continue
+        taus = 2.0 * torch.cumsum(acov / acov[0], 0) - 1.0  # taus[m] = 1 + 2 Σ_{t=1}^{m} ρ(t)
         ok = torch.nonzero(lags >= window_factor * taus)
         m = int(ok[0]) if len(ok) else n - 1
         out[j] = max(float(taus[m]), 1.0)
