@@ -129,7 +129,8 @@ def exchange(state: LangevinState, exchange_state: ExchangeState, temperatures: 
     -------
     LangevinState
         The state with accepted configurations swapped (velocities rescaled). Energies and forces
-        are in target units, so they move with their configurations unchanged.
+        are in target units, so they move with their configurations unchanged. Walkers stopped by
+        a non-finite value (``state.active`` false) never swap.
     """
     n_replicas, n_walkers = exchange_state.labels.shape
     parity = exchange_state.n_attempts % 2
@@ -141,6 +142,8 @@ def exchange(state: LangevinState, exchange_state: ExchangeState, temperatures: 
     beta = 1.0 / (MOLAR_GAS_CONSTANT * temperatures.to(device=state.x.device, dtype=torch.float64))
     potential = (state.energy.to(torch.float64) * kT_ref).reshape(n_replicas, n_walkers)
     log_alpha = swap_acceptance(beta[lows, None], beta[lows + 1, None], potential[lows], potential[lows + 1])
+    active = state.active.reshape(n_replicas, n_walkers)
+    log_alpha = torch.where(active[lows] & active[lows + 1], log_alpha, torch.full_like(log_alpha, -math.inf))
     uniform = torch.rand(log_alpha.shape, generator=generator, dtype=torch.float64, device=state.x.device)
     accept = torch.log(uniform) < log_alpha  # (n_pairs, W)
     exchange_state.attempts[lows] += n_walkers

@@ -6,14 +6,12 @@ import sys
 import time
 from pathlib import Path
 
-import mdtraj
 import numpy as np
 import pytest
-import torch
 
 from boltzclf.cli.main import main
 from boltzclf.core.provenance import sha256
-from boltzclf.openmm import load_system
+from openmm_testdata import assert_stored_energies_match, load_run as load
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "systems" / "alanine_dipeptide_implicit.yaml"
@@ -22,10 +20,6 @@ FAST = ["--threads", "1", "--equilibration-ps", "0.5", "--stride-ps", "0.1", "--
 
 def simulate(out, ns="0.005", *extra):
     return main(["simulate", str(SPEC), "--out", str(out), "--ns", ns, *FAST, *extra])
-
-
-def load(out):
-    return mdtraj.load(str(out / "trajectory.dcd"), top=str(out / "topology.pdb"))
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +35,6 @@ def test_output_opens_with_mdtraj(short_run):
     energies = np.load(short_run / "energies.npz")
     assert energies["reduced_energy"].shape == (50,)
     np.testing.assert_allclose(energies["time"], 0.1 * np.arange(1, 51), rtol=1e-12)
-
-
-def assert_stored_energies_match(out, spec):
-    """Re-evaluate the DCD frames; the only difference allowed is float32 storage of positions."""
-    system = load_system(spec)
-    x = torch.from_numpy(load(out).xyz.astype(np.float64))
-    stored = np.load(out / "energies.npz")["reduced_energy"]
-    # DCD keeps float32 Angstrom: each coordinate is off by at most half a float32 spacing, so to
-    # first order |Δu| <= Σ|f|·δ (kT), plus single-precision force-field arithmetic (1e-5 relative).
-    spacing_nm = np.spacing((x.abs().numpy() * 10).astype(np.float32)).astype(np.float64) / 20
-    bound = (system.force(x).abs().numpy() * spacing_nm).sum(axis=(1, 2)) + 1e-5 * np.abs(stored)
-    assert np.all(np.abs(system.energy(x).numpy() - stored) <= bound)
-    system.close()
 
 
 def test_stored_energies_match_openmm_reevaluation(short_run):
