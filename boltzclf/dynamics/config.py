@@ -10,6 +10,14 @@ from boltzclf.core.config import require
 DTYPES = ("float32", "float64")
 
 
+_FLAGS = {"friction_per_ps": "--friction"}
+
+
+def _name(key: str) -> str:
+    """A field as both its YAML key and its ``boltzclf simulate`` flag, for error messages."""
+    return f"{key} ({_FLAGS.get(key, '--' + key.replace('_', '-'))})"
+
+
 def _whole_steps(interval_ps: float, timestep_fs: float) -> int:
     return max(1, round(interval_ps * 1000.0 / timestep_fs))
 
@@ -50,27 +58,22 @@ class BatchedMDConfig:
     save_all_temperatures: bool = False
 
     def __post_init__(self) -> None:
-        flags = {"ns": "--ns", "temperature": "--temperature", "timestep_fs": "--timestep-fs",
-                 "stride_ps": "--stride-ps", "exchange_ps": "--exchange-ps"}
-        for key, flag in flags.items():
-            require(getattr(self, key) > 0, flag, "must be positive")
-        require(self.friction_per_ps > 0, "--friction", "must be positive")
-        require(self.equilibration_ps >= 0, "--equilibration-ps", "must be >= 0")
-        require(self.walkers >= 1, "--walkers", "must be >= 1")
-        require(self.replicas >= 1, "--replicas", "must be >= 1")
-        require(self.checkpoint_frames >= 1, "--checkpoint-frames", "must be >= 1")
-        require(self.chunk_size is None or self.chunk_size >= 1, "--chunk-size", "must be >= 1")
-        require(self.dtype in DTYPES, "--dtype", f"must be one of {', '.join(DTYPES)}")
+        for key in ("ns", "temperature", "timestep_fs", "stride_ps", "exchange_ps", "friction_per_ps"):
+            require(getattr(self, key) > 0, _name(key), "must be positive")
+        require(self.equilibration_ps >= 0, _name("equilibration_ps"), "must be >= 0")
+        for key in ("walkers", "replicas", "checkpoint_frames"):
+            require(getattr(self, key) >= 1, _name(key), "must be >= 1")
+        require(self.chunk_size is None or self.chunk_size >= 1, _name("chunk_size"), "must be >= 1")
+        require(self.dtype in DTYPES, _name("dtype"), f"must be one of {', '.join(DTYPES)}")
         require(self.replicas == 1 or (self.max_temperature or 0) > self.temperature,
-                "--max-temperature", "replica exchange needs a maximum above --temperature")
-        for key, interval in (("--stride-ps", self.stride_ps), ("--exchange-ps", self.exchange_ps),
-                              ("--equilibration-ps", self.equilibration_ps)):
-            steps = interval * 1000.0 / self.timestep_fs
-            require(math.isclose(steps, round(steps), abs_tol=1e-9), key,
+                _name("max_temperature"), "replica exchange needs a maximum above the temperature")
+        for key in ("stride_ps", "exchange_ps", "equilibration_ps"):
+            steps = getattr(self, key) * 1000.0 / self.timestep_fs
+            require(math.isclose(steps, round(steps), abs_tol=1e-9), _name(key),
                     f"must be a whole number of {self.timestep_fs} fs timesteps")
         if self.replicas > 1:
-            require(self.stride_steps % self.exchange_steps == 0, "--exchange-ps",
-                    "must divide --stride-ps (swaps happen between frames' steps, never across them)")
+            require(self.stride_steps % self.exchange_steps == 0, _name("exchange_ps"),
+                    "must divide stride_ps (swaps happen between frames' steps, never across them)")
 
     @property
     def stride_steps(self) -> int:

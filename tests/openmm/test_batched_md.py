@@ -142,7 +142,7 @@ def test_same_seed_same_frames_other_seed_other_frames(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--walkers", "0"], "--walkers: must be >= 1"),
+    (["--walkers", "0"], "walkers (--walkers): must be >= 1"),
     (["--replicas", "3"], "--max-temperature"),
     (["--replicas", "2", "--max-temperature", "400", "--exchange-ps", "0.03"], "--exchange-ps"),
     (["--dtype", "float16"], "float16"),

@@ -1,0 +1,151 @@
+"""The ``reference_ensemble`` workflow: a reference Boltzmann ensemble of a molecule, made and analysed.
+
+One run of batched dynamics on the torch force field (:mod:`boltzclf.dynamics`; walkers × a
+temperature ladder with replica exchange) into ``OUT/dynamics/`` (resumable), then the estimates a
+learned energy is judged against, with error bars right for correlated frames (each replica-exchange
+column is an independent chain; :mod:`boltzclf.estimators.correlated`):
+
+* ``analysis: aldp`` — ΔF(φ > 0 vs φ < 0) in kT, kJ/mol and kcal/mol, the C7eq / C5 / αR / αL
+  populations (:mod:`boltzclf.estimators.populations`), and the φ/ψ free-energy surface;
+* ``analysis: chignolin`` — the folded fraction from the Cα RMSD to the spec's native structure, and
+  the RMSD profile.
+
+``OUT/results.json`` holds the estimates, the dynamics' throughput and exchange statistics and the wall
+time; ``OUT/cvs.npz`` the per-frame CVs ``(W, F)``; ``OUT/surface.npz`` the free-energy surface or
+profile (kT, bin edges in rad or nm, bootstrap SE); ``OUT/report.png`` the surface or profile
+(unsampled bins blank) with the headline numbers in its title.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import matplotlib.pyplot as plt
+import mdtraj
+import numpy as np
+import torch
+
+from boltzclf.core import atomic, rundir
+from boltzclf.core.config import require, to_dict
+from boltzclf.dynamics.config import BatchedMDConfig
+from boltzclf.dynamics.engine import simulate_batched
+from boltzclf.dynamics.output import load_frames
+from boltzclf.estimators.estimate import free_energy_units
+from boltzclf.estimators.pmf import histogram_free_energy
+from boltzclf.estimators.populations import basin_populations, folded_fraction, phi_sign_free_energy
+from boltzclf.openmm import load_system
+from boltzclf.openmm.cvs import make_cv
+from boltzclf.plots.reference import reference_figure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What to estimate: ``kind`` aldp (φ/ψ) or chignolin (Cα RMSD to native; folded below
+    ``rmsd_threshold_nm``, default the package convention); ``bins`` per CV for the surface/profile."""
+
+    kind: Literal["aldp", "chignolin"] = "aldp"
+    bins: int = 36
+    rmsd_threshold_nm: float | None = None
+
+    def __post_init__(self):
+        require(self.bins >= 4, "bins", "must be >= 4")
+        require(self.rmsd_threshold_nm is None or self.rmsd_threshold_nm > 0, "rmsd_threshold_nm", "must be positive")
+
+
+@dataclass(frozen=True)
+class ReferenceEnsembleWorkflow:
+    """A system spec (path, relative to the working directory), batched dynamics and an analysis."""
+
+    workflow: Literal["reference_ensemble"]
+    system: str
+    dynamics: BatchedMDConfig
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    description: str = ""
+
+    def __post_init__(self):
+        require(Path(self.system).is_file(), "system", f"{self.system}: file not found (paths are relative to "
+                "the working directory)")
+
+
+def run(workflow: ReferenceEnsembleWorkflow, out: str | Path, device: torch.device) -> dict:
+    """Run (or resume) the workflow into ``out``; returns ``results.json``'s content.
+
+    ``device`` is used when ``dynamics.device`` is ``auto``.
+    """
+    start = time.perf_counter()
+    config = workflow.dynamics
+    if config.device == "auto":
+        config = BatchedMDConfig(**{**to_dict(config), "device": str(device)})
+    system = load_system(workflow.system)
+    out = rundir.prepare(out, to_dict(workflow), seed=config.seed, device=str(device), inputs=[workflow.system])
+    resolved = {"command": "simulate", "engine": "torch", "system": to_dict(system.spec), "md": to_dict(config)}
+    dynamics_dir = rundir.prepare(out / "dynamics", resolved, seed=config.seed, device=config.device,
+                                  inputs=[workflow.system])
+    dynamics = simulate_batched(system, config, dynamics_dir)
+    frames = load_frames(dynamics_dir).transpose(1, 0, 2, 3)  # (W, F, N, 3): each column in time order
+    analyse = _aldp if workflow.analysis.kind == "aldp" else _chignolin
+    results, figure = analyse(system, frames, workflow.analysis, out)
+    results["dynamics"] = {key: dynamics[key] for key in (
+        "walkers", "replicas", "n_frames", "simulated_ns_per_walker", "stride_ps", "wall_s",
+        "aggregate_ns_per_day", "device", "n_nonfinite", "stopped_walkers", "memory") if key in dynamics}
+    if "replica_exchange" in dynamics:
+        results["dynamics"]["replica_exchange"] = dynamics["replica_exchange"]
+    results["frames_at_target_temperature"] = int(frames.shape[0] * frames.shape[1])
+    results["wall_s_total"] = time.perf_counter() - start  # of this invocation (a resumed run: the rest)
+    atomic.write_json(out / "results.json", results)
+    atomic.save_figure(out / "report.png", figure)
+    plt.close(figure)
+    return results
+
+
+def _cv_values(system, frames: np.ndarray, name: str) -> np.ndarray:
+    """A named CV (:func:`boltzclf.openmm.cvs.make_cv`) of ``frames`` ``(W, F, N, 3)`` -> ``(W, F)``."""
+    cv = make_cv(name, system.mdtraj_topology, system.positions)
+    flat = torch.from_numpy(frames.reshape(-1, *frames.shape[2:]).astype(np.float64))
+    with torch.no_grad():
+        return cv(flat).numpy().reshape(frames.shape[:2])
+
+
+def _aldp(system, frames: np.ndarray, options: AnalysisOptions, out: Path):
+    phi, psi = _cv_values(system, frames, "phi"), _cv_values(system, frames, "psi")
+    atomic.save_npz(out / "cvs.npz", phi=phi, psi=psi)
+    delta_f = phi_sign_free_energy(phi)
+    populations = basin_populations(phi, psi)
+    surface = histogram_free_energy(np.column_stack([phi.ravel(), psi.ravel()]), [(-np.pi, np.pi)] * 2,
+                                    bins=options.bins, periodic=True, n_blocks=min(20, phi.shape[0]))
+    results = {
+        "system": system.spec.name, "temperature_K": system.temperature,
+        "delta_f_phi_positive_vs_negative": free_energy_units(delta_f, system.temperature),
+        **populations.as_dict(),
+        "surface": {"file": "surface.npz", "method": surface.method, "n_samples": surface.n_samples},
+    }
+    atomic.save_npz(out / "surface.npz", edges_phi=surface.edges[0], edges_psi=surface.edges[1],
+                    free_energy_kT=surface.free_energy, stderr_kT=surface.stderr)
+    title = (f"{system.spec.name}, {system.temperature:g} K: ΔF(φ>0 vs φ<0) = {float(delta_f.value):.2f} ± "
+             f"{float(delta_f.se):.2f} kT")
+    return results, reference_figure(surface, "phi / deg", "psi / deg", title, populations)
+
+
+def _chignolin(system, frames: np.ndarray, options: AnalysisOptions, out: Path):
+    native = mdtraj.Trajectory(system.positions, system.mdtraj_topology)
+    ca = system.mdtraj_topology.select("name CA")
+    traj = mdtraj.Trajectory(frames.reshape(-1, *frames.shape[2:]), system.mdtraj_topology)
+    rmsd = mdtraj.rmsd(traj, native, atom_indices=ca).reshape(frames.shape[:2])
+    atomic.save_npz(out / "cvs.npz", ca_rmsd_nm=rmsd)
+    folded = folded_fraction(rmsd, "rmsd", options.rmsd_threshold_nm)
+    upper = max(float(rmsd.max()), 0.5)
+    profile = histogram_free_energy(rmsd.ravel(), [(0.0, np.nextafter(upper, np.inf))], bins=options.bins,
+                                    n_blocks=min(20, rmsd.shape[0]))
+    results = {"system": system.spec.name, "temperature_K": system.temperature,
+               "folded_fraction": folded.as_dict(),
+               "rmsd_profile": {"file": "surface.npz", "method": profile.method, "n_samples": profile.n_samples}}
+    atomic.save_npz(out / "surface.npz", edges_rmsd=profile.edges[0], free_energy_kT=profile.free_energy,
+                    stderr_kT=profile.stderr)
+    title = (f"{system.spec.name}, {system.temperature:g} K: folded {float(folded.value):.3f} ± "
+             f"{float(folded.se):.3f} ({folded.method.split(';')[0]})")
+    return results, reference_figure(profile, "Cα RMSD to native / nm", None, title)
