@@ -62,3 +62,39 @@ def test_missing_system_file_is_named(tmp_path, monkeypatch, capsys):
     assert main(["run", str(workflow), "--out", str(tmp_path / "out")]) == 2
     assert "nowhere.yaml: file not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_mbar_estimates_pool_every_temperature_with_aligned_frames(tmp_path, monkeypatch):
+    """The MBAR section must pair each slot's frames with that slot's energies: recomputed here from
+    the slot DCDs with mdtraj and numpy (the weights from the tested MBAR estimator)."""
+    import yaml
+
+    from boltzclf.estimators.temperature_mbar import temperature_weights
+
+    data = yaml.safe_load((REPO / "workflows" / "aldp_implicit_reference.yaml").read_text())
+    data["dynamics"].update(data["presets"]["smoke"]["dynamics"], save_all_temperatures=True)
+    data["analysis"]["mbar"] = True
+    data.pop("presets")
+    workflow = tmp_path / "mbar.yaml"
+    workflow.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "out"
+    assert main(["run", str(workflow), "--out", str(out), "--device", "cpu"]) == 0
+    results = json.loads((out / "results.json").read_text())["mbar_all_temperatures"]
+    dyn = out / "dynamics"
+    energies = np.load(dyn / "energies.npz")
+    potential = energies["potential_energy"]  # (F, R, W)
+    n_frames, n_replicas, walkers = potential.shape
+    phis, psis = [], []
+    for slot in range(n_replicas):
+        name = "trajectory.dcd" if slot == 0 else f"slots/slot_{slot:02d}.dcd"
+        traj = mdtraj.load(str(dyn / name), top=str(dyn / "topology.pdb"))
+        phis.append(np.degrees(mdtraj.compute_phi(traj)[1][:, 0]).reshape(n_frames, walkers))
+        psis.append(np.degrees(mdtraj.compute_psi(traj)[1][:, 0]).reshape(n_frames, walkers))
+    phi, psi = np.stack(phis, 1).ravel(), np.stack(psis, 1).ravel()
+    state = np.broadcast_to(np.arange(n_replicas)[None, :, None], potential.shape).ravel()
+    w = np.exp(temperature_weights(potential.ravel(), state, energies["temperatures_K"], 300.0).log_w)
+    c5 = ((psi >= 30) | (psi < -120)) & (phi < -115)
+    assert results["populations"]["C5"]["value"] == pytest.approx(np.sum(w * c5), abs=1e-9)
+    assert results["populations"]["alphaL"]["value"] == pytest.approx(np.sum(w * (phi >= 0)), abs=1e-9)
+    assert results["frames"] == phi.size

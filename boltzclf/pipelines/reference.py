@@ -36,6 +36,7 @@ from boltzclf.dynamics.output import load_frames
 from boltzclf.estimators.estimate import free_energy_units
 from boltzclf.estimators.pmf import histogram_free_energy
 from boltzclf.estimators.populations import basin_populations, folded_fraction, phi_sign_free_energy
+from boltzclf.estimators.temperature_mbar import temperature_weights
 from boltzclf.openmm import load_system
 from boltzclf.openmm.cvs import make_cv
 from boltzclf.plots.reference import reference_figure
@@ -46,11 +47,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AnalysisOptions:
     """What to estimate: ``kind`` aldp (φ/ψ) or chignolin (Cα RMSD to native; folded below
-    ``rmsd_threshold_nm``, default the package convention); ``bins`` per CV for the surface/profile."""
+    ``rmsd_threshold_nm``, default the package convention); ``bins`` per CV for the surface/profile.
+    ``mbar`` (aldp; needs ``dynamics.save_all_temperatures``) adds ΔF and populations from the frames of
+    every temperature, MBAR-reweighted to the target temperature (:mod:`~boltzclf.estimators.temperature_mbar`)."""
 
     kind: Literal["aldp", "chignolin"] = "aldp"
     bins: int = 36
     rmsd_threshold_nm: float | None = None
+    mbar: bool = False
 
     def __post_init__(self):
         require(self.bins >= 4, "bins", "must be >= 4")
@@ -68,6 +72,9 @@ class ReferenceEnsembleWorkflow:
     description: str = ""
 
     def __post_init__(self):
+        require(not self.analysis.mbar or (self.dynamics.save_all_temperatures and self.dynamics.replicas > 1
+                                           and self.analysis.kind == "aldp"),
+                "analysis.mbar", "needs kind aldp, replicas > 1 and dynamics.save_all_temperatures: true")
         require(Path(self.system).is_file(), "system", f"{self.system}: file not found (paths are relative to "
                 "the working directory)")
 
@@ -90,6 +97,8 @@ def run(workflow: ReferenceEnsembleWorkflow, out: str | Path, device: torch.devi
     frames = load_frames(dynamics_dir).transpose(1, 0, 2, 3)  # (W, F, N, 3): each column in time order
     analyse = _aldp if workflow.analysis.kind == "aldp" else _chignolin
     results, figure = analyse(system, frames, workflow.analysis, out)
+    if workflow.analysis.mbar:
+        results["mbar_all_temperatures"] = _aldp_mbar(system, dynamics_dir, frames)
     results["dynamics"] = {key: dynamics[key] for key in (
         "walkers", "replicas", "n_frames", "simulated_ns_per_walker", "stride_ps", "wall_s",
         "aggregate_ns_per_day", "device", "n_nonfinite", "stopped_walkers", "memory") if key in dynamics}
@@ -129,6 +138,29 @@ def _aldp(system, frames: np.ndarray, options: AnalysisOptions, out: Path):
     title = (f"{system.spec.name}, {system.temperature:g} K: ΔF(φ>0 vs φ<0) = {float(delta_f.value):.2f} ± "
              f"{float(delta_f.se):.2f} kT")
     return results, reference_figure(surface, "phi / deg", "psi / deg", title, populations)
+
+
+def _aldp_mbar(system, dynamics_dir: Path, frames: np.ndarray) -> dict:
+    """ΔF and populations from every slot's frames, MBAR-weighted to the target temperature; the
+    replica-exchange column of a frame is its cluster (columns are independent, slots within one are not)."""
+    energies = np.load(dynamics_dir / "energies.npz")
+    potential, temperatures = energies["potential_energy"], energies["temperatures_K"]  # (F, R, W), (R,)
+    n_frames, n_replicas, n_walkers = potential.shape
+    slots = [frames.transpose(1, 0, 2, 3)]  # slot 0 as (F, W, N, 3)
+    for slot in range(1, n_replicas):
+        traj = mdtraj.load(str(dynamics_dir / "slots" / f"slot_{slot:02d}.dcd"), top=str(dynamics_dir / "topology.pdb"))
+        slots.append(traj.xyz.reshape(n_frames, n_walkers, *traj.xyz.shape[1:]))
+    pooled = np.stack(slots, axis=1)  # (F, R, W, N, 3), the layout of potential
+    flat = pooled.reshape(-1, 1, *pooled.shape[3:])
+    phi, psi = (_cv_values(system, flat, name).ravel() for name in ("phi", "psi"))
+    state = np.broadcast_to(np.arange(n_replicas)[None, :, None], potential.shape).ravel()
+    column = np.broadcast_to(np.arange(n_walkers)[None, None, :], potential.shape).ravel()
+    weights = temperature_weights(potential.ravel(), state, temperatures, system.temperature)
+    delta_f = phi_sign_free_energy(phi, weights.log_w, clusters=column)
+    populations = basin_populations(phi, psi, weights.log_w, clusters=column)
+    return {"delta_f_phi_positive_vs_negative": free_energy_units(delta_f, system.temperature),
+            **populations.as_dict(), "kish_ess": weights.kish_ess, "mbar_f_k": weights.f_k.tolist(),
+            "frames": int(phi.size), "clusters": "replica-exchange columns"}
 
 
 def _chignolin(system, frames: np.ndarray, options: AnalysisOptions, out: Path):
