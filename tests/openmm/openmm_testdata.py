@@ -1,4 +1,9 @@
 """Paths and names of the shipped systems, shared by the tests in this directory."""
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mdtraj
@@ -7,7 +12,8 @@ import torch
 
 from boltzclf.openmm import load_system
 
-SYSTEMS_DIR = Path(__file__).resolve().parents[2] / "systems"
+REPO = Path(__file__).resolve().parents[2]
+SYSTEMS_DIR = REPO / "systems"
 SYSTEM_NAMES = ("alanine_dipeptide_vacuum", "alanine_dipeptide_implicit", "chignolin_implicit")
 
 
@@ -31,3 +37,16 @@ def assert_stored_energies_match(out: Path, spec: Path) -> None:
     bound = (system.force(x).abs().numpy() * spacing_nm).sum(axis=(1, 2)) + 1e-5 * np.abs(stored)
     assert np.all(np.abs(system.energy(x).numpy() - stored) <= bound)
     system.close()
+
+
+def kill_boltzclf_when(cli_args: list[str], marker: Path, out: Path, timeout: float = 120.0) -> None:
+    """Run ``python -m boltzclf *cli_args`` and SIGKILL it as soon as ``marker`` exists; the run in
+    ``out`` must not have finished by then."""
+    proc = subprocess.Popen([sys.executable, "-m", "boltzclf", *cli_args], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists(), "the run finished before it could be killed"

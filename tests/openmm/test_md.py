@@ -11,7 +11,7 @@ import pytest
 
 from boltzclf.cli.main import main
 from boltzclf.core.provenance import sha256
-from openmm_testdata import assert_stored_energies_match, load_run as load
+from openmm_testdata import assert_stored_energies_match, kill_boltzclf_when, load_run as load
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "systems" / "alanine_dipeptide_implicit.yaml"
@@ -45,16 +45,8 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_frames(tmp_path):
     args = ["0.03", "--checkpoint-frames", "20"]
     assert simulate(tmp_path / "full", *args) == 0
     killed = tmp_path / "killed"
-    command = [sys.executable, "-m", "boltzclf", "simulate", str(SPEC), "--out", str(killed),
-               "--ns", *args, *FAST]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "chunks" / "chunk_00002.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "results.json").exists(), "the run finished before it could be killed"
+    kill_boltzclf_when(["simulate", str(SPEC), "--out", str(killed), "--ns", *args, *FAST],
+                       killed / "chunks" / "chunk_00002.pt", killed)
     assert simulate(killed, *args) == 0
     np.testing.assert_array_equal(load(killed).xyz, load(tmp_path / "full").xyz)
     for name in ("reduced_energy", "time"):
