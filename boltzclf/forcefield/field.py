@@ -209,6 +209,8 @@ class TorchForceField(nn.Module):
                 (gradient,) = torch.autograd.grad(energy.sum(), xt)
             energies.append(energy.detach()[:size])
             forces.append(-gradient.permute(2, 1, 0)[:size])
+        if len(energies) == 1:
+            return energies[0], forces[0]
         return torch.cat(energies), torch.cat(forces)
 
     def _term_energies(self, xt: torch.Tensor, scale: torch.Tensor | float | None) -> list[torch.Tensor]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -61,12 +61,22 @@ class Dynamics:
     masses: torch.Tensor
     remove_com: bool = False
     bath: torch.Tensor | None = None
+    _factors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def thermal(self, x: torch.Tensor) -> float | torch.Tensor:
         """The thermostat's kT [kJ/mol], broadcastable against ``x`` ``(B, *event)``."""
         if self.bath is None:
             return self.kT
         return self.bath.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))
+
+    def factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(kT/m, √(kT_bath/m))`` broadcastable against ``x``, in its dtype and device (cached):
+        the kick's force-to-acceleration factor and the thermal velocity scale."""
+        key = (x.dtype, x.device, x.dim())
+        if key not in self._factors:
+            masses = self.masses.to(dtype=x.dtype, device=x.device)
+            self._factors[key] = (self.kT / masses, torch.sqrt(self.thermal(x) / masses))
+        return self._factors[key]
 
 
 @dataclass
@@ -169,7 +179,7 @@ def remove_com_velocity(v: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
 def maxwell_boltzmann(x: torch.Tensor, dynamics: Dynamics, generator: torch.Generator) -> torch.Tensor:
     """Velocities like ``x`` drawn from N(0, kT/m) (centre-of-mass motion removed if requested)."""
     v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    v = v * torch.sqrt(dynamics.thermal(x) / dynamics.masses)
+    v = v * dynamics.factors(x)[1]
     return remove_com_velocity(v, dynamics.masses) if dynamics.remove_com else v
 
 
@@ -198,12 +208,18 @@ def init_state(target, x0: torch.Tensor, dynamics: Dynamics | None, generator: t
 def _ou(v: torch.Tensor, dynamics: Dynamics, dt: float, generator: torch.Generator) -> torch.Tensor:
     a = math.exp(-dynamics.friction * dt)
     noise = torch.randn(v.shape, generator=generator, dtype=v.dtype, device=v.device)
-    v = a * v + math.sqrt(1.0 - a * a) * torch.sqrt(dynamics.thermal(v) / dynamics.masses) * noise
+    v = a * v + math.sqrt(1.0 - a * a) * dynamics.factors(v)[1] * noise
     return remove_com_velocity(v, dynamics.masses) if dynamics.remove_com else v
 
 
 def _kick(v: torch.Tensor, force: torch.Tensor, dynamics: Dynamics, dt: float) -> torch.Tensor:
-    return v + dt * force * (dynamics.kT / dynamics.masses)
+    return v + (dt * force) * dynamics.factors(v)[0]
+
+
+def finite_rows(t: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: whether every entry of ``t[b]`` is finite (one reduction: a NaN or ±inf entry
+    makes the row's sum non-finite)."""
+    return torch.isfinite(t.flatten(1).sum(1))
 
 
 @dataclass
@@ -213,15 +229,22 @@ class StepInfo:
     Attributes
     ----------
     nonfinite : (B,) bool. BAOAB: walkers stopped in this step; GHMC: proposals rejected as non-finite.
-    kinetic : (B,) float64 kinetic energy ½Σmv²/kT [kT]. BAOAB: of the velocities right after the O
-        step, which are exactly Maxwell–Boltzmann for harmonic forces (the end-of-step velocities are
-        O(dt²) too cold: about 2 % for alanine dipeptide at 1 fs); GHMC: of the end-of-step velocities.
+    velocities : the velocities whose kinetic energy :attr:`kinetic` reports. BAOAB: right after the
+        O step, which are exactly Maxwell–Boltzmann for harmonic forces (the end-of-step velocities are
+        O(dt²) too cold: about 2 % for alanine dipeptide at 1 fs); GHMC: the end-of-step velocities.
+    dynamics : the integrator parameters (masses, thermostat kT).
     accepted : (B,) bool (GHMC) or None (BAOAB).
     """
 
     nonfinite: torch.Tensor
-    kinetic: torch.Tensor
+    velocities: torch.Tensor
+    dynamics: Dynamics
     accepted: torch.Tensor | None = None
+
+    @property
+    def kinetic(self) -> torch.Tensor:
+        """(B,) float64 kinetic energy ½Σmv²/kT [kT] of :attr:`velocities` (computed on demand)."""
+        return kinetic_energy(self.velocities, self.dynamics)
 
 
 def baoab_step(target, state: LangevinState, dynamics: Dynamics, generator: torch.Generator
@@ -230,18 +253,20 @@ def baoab_step(target, state: LangevinState, dynamics: Dynamics, generator: torc
     h = 0.5 * dynamics.dt
     v = _kick(state.v, state.force, dynamics, h)
     x = state.x + h * v
-    v = _ou(v, dynamics, dynamics.dt, generator)
-    kinetic = kinetic_energy(v, dynamics)
-    x = x + h * v
+    v_thermal = _ou(v, dynamics, dynamics.dt, generator)
+    x = x + h * v_thermal
     energy, force = evaluate_active(target, x, state.active)
-    v = _kick(v, force, dynamics, h)
-    ok = torch.isfinite(energy) & torch.isfinite(force).flatten(1).all(1) & torch.isfinite(v).flatten(1).all(1)
+    v = _kick(v_thermal, force, dynamics, h)
+    ok = torch.isfinite(energy) & finite_rows(force) & finite_rows(v)
     failed = state.active & ~ok
+    if bool(ok.all()) and bool(state.active.all()):  # the common case: no masking needed
+        return LangevinState(x, v, energy.to(state.energy.dtype), force, state.active), \
+            StepInfo(failed, v_thermal, dynamics)
     keep = state.active.reshape((-1,) + (1,) * (x.dim() - 1))
     new = LangevinState(torch.where(keep, x, state.x), torch.where(keep, v, state.v),
                         torch.where(state.active, energy.to(state.energy.dtype), state.energy),
                         torch.where(keep, force, state.force), state.active & ok)
-    return new, StepInfo(failed, kinetic)
+    return new, StepInfo(failed, v_thermal, dynamics)
 
 
 def ghmc_step(target, state: LangevinState, dynamics: Dynamics, generator: torch.Generator
@@ -258,7 +283,7 @@ def ghmc_step(target, state: LangevinState, dynamics: Dynamics, generator: torch
     v = _kick(v, force, dynamics, h)
     delta = (energy.to(torch.float64) + kinetic_energy(v, dynamics)
              - state.energy.to(torch.float64) - kinetic_energy(v0, dynamics))
-    nonfinite = ~(torch.isfinite(delta) & torch.isfinite(force).flatten(1).all(1))
+    nonfinite = ~(torch.isfinite(delta) & finite_rows(force))
     log_ratio = torch.where(nonfinite, torch.full_like(delta, -math.inf), -delta)
     uniform = torch.rand(x.shape[0], generator=generator, dtype=torch.float64, device=x.device)
     accepted = torch.log(uniform) < log_ratio
@@ -266,7 +291,7 @@ def ghmc_step(target, state: LangevinState, dynamics: Dynamics, generator: torch
     new = LangevinState(torch.where(keep, x, state.x), torch.where(keep, v, -v0),
                         torch.where(accepted, energy.to(state.energy.dtype), state.energy),
                         torch.where(keep, force, state.force), state.active)
-    return new, StepInfo(nonfinite, kinetic_energy(new.v, dynamics), accepted)
+    return new, StepInfo(nonfinite, new.v, dynamics, accepted)
 
 
 def _centre(x: torch.Tensor) -> torch.Tensor:

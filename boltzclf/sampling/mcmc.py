@@ -156,7 +156,7 @@ def evaluate_active(target, x: torch.Tensor, active: torch.Tensor | None = None
     The others get energy +inf and zero force without being evaluated (the bridges reject NaN
     coordinates), so one bad walker never stops the batch.
     """
-    ok = torch.isfinite(x).flatten(1).all(1)
+    ok = torch.isfinite(x.flatten(1).sum(1))  # one reduction: any NaN/inf entry makes the sum non-finite
     if active is not None:
         ok = ok & active
     if bool(ok.all()):
