@@ -15,15 +15,24 @@ from boltzclf.cli.main import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_smoke(name: str, out: Path, monkeypatch) -> dict:
-    monkeypatch.chdir(REPO)  # the workflow's system path is relative to the working directory
-    assert main(["run", str(REPO / "workflows" / name), "--preset", "smoke", "--out", str(out), "--device", "cpu"]) == 0
+def run_smoke(name: str, out: Path) -> dict:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)  # the workflow's system path is relative to the working directory
+        assert main(["run", str(REPO / "workflows" / name), "--preset", "smoke", "--out", str(out),
+                     "--device", "cpu"]) == 0
     return json.loads((out / "results.json").read_text())
 
 
-def test_aldp_reference_populations_match_the_trajectory(tmp_path, monkeypatch):
-    out = tmp_path / "aldp"
-    results = run_smoke("aldp_implicit_reference.yaml", out, monkeypatch)
+@pytest.fixture(scope="module")
+def aldp_smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "aldp"
+    run_smoke("aldp_implicit_reference.yaml", out)
+    return out
+
+
+def test_aldp_reference_populations_match_the_trajectory(aldp_smoke):
+    out = aldp_smoke
+    results = json.loads((out / "results.json").read_text())
     traj = mdtraj.load(str(out / "dynamics" / "trajectory.dcd"), top=str(out / "dynamics" / "topology.pdb"))
     phi = np.degrees(mdtraj.compute_phi(traj)[1][:, 0])
     psi = np.degrees(mdtraj.compute_psi(traj)[1][:, 0])
@@ -43,9 +52,9 @@ def test_aldp_reference_populations_match_the_trajectory(tmp_path, monkeypatch):
     assert set(results["delta_f_phi_positive_vs_negative"]) >= {"value_kT", "se_kT", "value_kJ_per_mol", "value_kcal_per_mol"}
 
 
-def test_chignolin_reference_folded_fraction_matches_the_rmsd(tmp_path, monkeypatch):
+def test_chignolin_reference_folded_fraction_matches_the_rmsd(tmp_path):
     out = tmp_path / "cln"
-    results = run_smoke("chignolin_reference.yaml", out, monkeypatch)
+    results = run_smoke("chignolin_reference.yaml", out)
     traj = mdtraj.load(str(out / "dynamics" / "trajectory.dcd"), top=str(out / "dynamics" / "topology.pdb"))
     native = mdtraj.load(str(REPO / "systems" / "chignolin_cln025.pdb"))
     ca = traj.topology.select("name CA")
@@ -64,22 +73,12 @@ def test_missing_system_file_is_named(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_mbar_estimates_pool_every_temperature_with_aligned_frames(tmp_path, monkeypatch):
+def test_mbar_estimates_pool_every_temperature_with_aligned_frames(aldp_smoke):
     """The MBAR section must pair each slot's frames with that slot's energies: recomputed here from
     the slot DCDs with mdtraj and numpy (the weights from the tested MBAR estimator)."""
-    import yaml
-
     from boltzclf.estimators.temperature_mbar import temperature_weights
 
-    data = yaml.safe_load((REPO / "workflows" / "aldp_implicit_reference.yaml").read_text())
-    data["dynamics"].update(data["presets"]["smoke"]["dynamics"], save_all_temperatures=True)
-    data["analysis"]["mbar"] = True
-    data.pop("presets")
-    workflow = tmp_path / "mbar.yaml"
-    workflow.write_text(yaml.safe_dump(data))
-    monkeypatch.chdir(REPO)
-    out = tmp_path / "out"
-    assert main(["run", str(workflow), "--out", str(out), "--device", "cpu"]) == 0
+    out = aldp_smoke  # mbar is on by default
     results = json.loads((out / "results.json").read_text())["mbar_all_temperatures"]
     dyn = out / "dynamics"
     energies = np.load(dyn / "energies.npz")
