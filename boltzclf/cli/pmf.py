@@ -109,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     arrays["cv_values"] = values
     atomic.save_npz(out / "pmf.npz", **arrays)
     labels = [f"{cv.name} / {'deg' if cv.periodic else cv.unit}" for cv in cvs]
-    atomic.save_figure(out / "pmf.png", pmf_figure(surface, profiles, labels, [cv.periodic for cv in cvs]))
+    title = f"{system.spec.name}: {len(frames)} frames of {traj_path.name}" + (", weighted" if log_w is not None else "")
+    figure = pmf_figure(surface, profiles, labels, [cv.periodic for cv in cvs], title=title)
+    atomic.save_figure(out / "pmf.png", figure)
     atomic.write_json(out / "pmf.json", results)
     for name, basin in results.get("basins", {}).items():
         if basin["free_energy_kT"] is not None:

@@ -12,20 +12,20 @@ def _axis(values: np.ndarray, degrees: bool) -> np.ndarray:
 
 
 def pmf_figure(surface_2d: FreeEnergySurface | None, profiles: list[FreeEnergySurface],
-               labels: list[str], degrees: list[bool], vmax: float = 12.0) -> Figure:
-    """A figure: the 2-D surface (if given, kT above its minimum, clipped at ``vmax``) and the 1-D
-    profiles (kT above their minima, shaded ± 1 standard error). Angles are shown in degrees."""
+               labels: list[str], degrees: list[bool], vmax: float = 12.0, title: str = "") -> Figure:
+    """A figure: the 2-D surface (if given, kT above its minimum, capped at ``vmax``; unsampled bins
+    left blank, not painted the colour of the cap) and the 1-D profiles (kT above their minima, shaded
+    ± 1 standard error; unsampled bins are gaps). Angles are shown in degrees."""
     panels = len(profiles) + (surface_2d is not None)
     fig = Figure(figsize=(4.6 * panels, 4.0))
     axes = fig.subplots(1, panels, squeeze=False)[0]
     if surface_2d is not None:
         ax, axes = axes[0], axes[1:]
         f = surface_2d.free_energy - np.min(surface_2d.free_energy)
-        x, y = (_axis(c, d) for c, d in zip(surface_2d.centers, degrees))
-        image = ax.contourf(x, y, np.clip(f, 0, vmax).T, levels=np.linspace(0, vmax, 25), cmap="viridis")
-        ax.contour(x, y, np.where(np.isfinite(f), f, vmax).T, levels=np.arange(1, vmax, 2),
-                   colors="white", linewidths=0.4)
-        fig.colorbar(image, ax=ax, label="free energy / kT")
+        x, y = (_axis(e, d) for e, d in zip(surface_2d.edges, degrees))
+        shown = np.ma.masked_invalid(np.where(np.isfinite(f), np.minimum(f, vmax), np.nan))
+        image = ax.pcolormesh(x, y, shown.T, cmap="viridis", vmin=0.0, vmax=vmax)
+        fig.colorbar(image, ax=ax, label=f"free energy / kT (capped at {vmax:g}; white: unsampled)")
         ax.set_xlabel(labels[0])
         ax.set_ylabel(labels[1])
     for ax, profile, label, deg in zip(axes, profiles, labels, degrees):
@@ -38,5 +38,7 @@ def pmf_figure(surface_2d: FreeEnergySurface | None, profiles: list[FreeEnergySu
         ax.set_xlabel(label)
         ax.set_ylabel("PMF / kT")
         ax.legend(loc="upper right", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -123,3 +123,21 @@ def test_bad_inputs_are_named(cv, log_w, message):
     with pytest.raises(BoltzclfError, match=message):
         histogram_free_energy(cv, [(-1.0, 1.0)] * (cv.shape[1] if cv.ndim == 2 else 1), log_weights=log_w,
                               n_blocks=2)
+
+
+def test_pmf_figure_leaves_unsampled_bins_blank_and_has_a_title():
+    """Empty bins (free energy inf) must be masked in the 2-D map, not painted the colour of the cap."""
+    from boltzclf.plots.pmf import pmf_figure
+
+    rng = np.random.default_rng(0)
+    cv = np.column_stack([rng.uniform(-np.pi, 0.0, 4000), rng.uniform(-np.pi, np.pi, 4000)])  # phi > 0 empty
+    ranges = [(-np.pi, np.pi)] * 2
+    surface = histogram_free_energy(cv, ranges, bins=12, periodic=True, n_bootstrap=10)
+    profiles = [histogram_free_energy(cv[:, i], [ranges[i]], bins=12, periodic=True, n_bootstrap=10) for i in (0, 1)]
+    fig = pmf_figure(surface, profiles, ["phi / deg", "psi / deg"], [True, True], title="test system: 4000 frames")
+    mesh = fig.axes[0].collections[0]
+    values = mesh.get_array()
+    empty = ~np.isfinite(surface.free_energy.T.ravel())
+    assert empty.sum() == 6 * 12
+    assert np.ma.getmaskarray(values).ravel()[empty].all() and not np.ma.getmaskarray(values).ravel()[~empty].any()
+    assert fig._suptitle.get_text() == "test system: 4000 frames"
