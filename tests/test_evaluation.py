@@ -9,6 +9,7 @@ from boltzclf.estimators.importance import effective_sample_size
 from boltzclf.estimators.mmd import mmd
 from boltzclf.evaluation.gmm_metrics import evaluate, evaluation_levels
 from boltzclf.evaluation.profiles import mode_line_profile
+from boltzclf.evaluation.weighted_samples import weighted_sample_metrics
 from boltzclf.models import EnergyModel, TimeConditionedMLP
 from boltzclf.models.analytic import MixtureMarginalEnergy
 from boltzclf.targets.gmm import GaussianMixture, two_modes
@@ -128,3 +129,37 @@ def test_metrics_use_the_model_dtype(dtype):
     for key in ("clf_loss", "clf_loss_raw", "ess_mean", "fisher_mean", "mode_weight_error"):
         assert math.isclose(results[key], reference[key], rel_tol=1e-4, abs_tol=1e-6), key
     assert torch.allclose(torch.tensor(profile["model"]), torch.tensor(reference_profile["model"]), rtol=1e-5)
+
+
+def _separated_mixture(n_modes: int) -> GaussianMixture:
+    means = 10.0 * torch.eye(n_modes, dtype=torch.float64)
+    return GaussianMixture(torch.full((n_modes,), 1.0 / n_modes, dtype=torch.float64), means,
+                           torch.full((n_modes, n_modes), 0.1, dtype=torch.float64))
+
+
+def test_weighted_sample_mode_noise_floor_is_the_mean_distance_of_exact_samples():
+    # exact draws are unbiased, so their total-variation distance to the true weights is pure noise:
+    # its mean over repeats must match mode_weight_error_noise (½Σ√(2/π)·se_k)
+    mixture, generator = _separated_mixture(8), torch.Generator().manual_seed(0)
+    errors, floors = [], []
+    for _ in range(200):
+        x = mixture.sample(500, generator)
+        record = weighted_sample_metrics(x, torch.zeros(500, dtype=torch.float64), torch.arange(500), mixture,
+                                         seed=0, n_mmd=8)
+        errors.append(record["mode_weight_error"])
+        floors.append(record["mode_weight_error_noise"])
+        assert record["modes_empty"] == 0 and record["mode_weight_max_z"] < 6
+    errors = torch.tensor(errors)
+    assert abs(float(errors.mean()) - sum(floors) / len(floors)) < 3 * float(errors.std()) / math.sqrt(len(errors))
+
+
+def test_weighted_sample_metrics_count_modes_no_weighted_sample_reaches():
+    mixture, generator = _separated_mixture(4), torch.Generator().manual_seed(1)
+    x = mixture.sample(400, generator)
+    labels = mixture.responsibilities(x).argmax(1)
+    log_w = torch.where(labels == 2, -math.inf, 0.0).to(torch.float64)  # mode 2's samples carry no weight
+    keep = labels != 3  # mode 3 has no samples at all
+    record = weighted_sample_metrics(x[keep], log_w[keep], torch.arange(int(keep.sum())), mixture, seed=0, n_mmd=8)
+    assert record["modes_empty"] == 2
+    assert record["mode_weights"][2] == 0.0 and record["mode_weights"][3] == 0.0
+    assert record["mode_weight_max_z"] > 6  # the two surviving modes hold all the mass: 1/2 instead of 1/4

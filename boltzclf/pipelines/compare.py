@@ -92,7 +92,7 @@ def run(workflow: CompareLossesWorkflow, out: str | Path, device: torch.device) 
     out = rundir.prepare(out, to_dict(workflow), seed=workflow.experiment.training.seed, device=str(device))
     experiment = workflow.experiment
     if workflow.pretrain is not None:
-        experiment = _pretrain(workflow, out / "pretrain", device)
+        experiment = pretrain_experiment(experiment, workflow.pretrain, out / "pretrain", device)
     full = {name: _run_method(workflow, experiment, name, loss, out / name, device)
             for name, loss in workflow.methods.items()}
     headline = {name: {k: res[k] for k in HEADLINE + ("mmd", "steps") if k in res} for name, res in full.items()}
@@ -121,11 +121,10 @@ def _run_method(workflow: CompareLossesWorkflow, experiment: ExperimentConfig, n
     return results
 
 
-def _pretrain(workflow: CompareLossesWorkflow, out: Path, device) -> ExperimentConfig:
-    """Train (or resume, or reuse) the shared pre-training run in ``out``; returns the workflow's
-    experiment with that run's checkpoint as its warm start."""
-    pre = workflow.pretrain
-    experiment = workflow.experiment
+def pretrain_experiment(experiment: ExperimentConfig, pre: PretrainConfig, out: Path, device) -> ExperimentConfig:
+    """Train (or resume, or reuse) the shared pre-training run ``pre`` of ``experiment`` in ``out``;
+    returns ``experiment`` with that run's checkpoint as its warm start (also used by the
+    ``smc_comparison`` workflow)."""
     training = dataclasses.replace(experiment.training, steps=pre.steps, lr=pre.lr or experiment.training.lr)
     log.info("pretrain: %d steps (%s)", pre.steps, pre.loss)
     train_experiment(dataclasses.replace(experiment, loss=pre.loss, training=training), out, device)

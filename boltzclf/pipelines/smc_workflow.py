@@ -8,6 +8,8 @@ kernel. ``OUT/results.json`` holds per target and method ``ess_final``, ``ess_mi
 ``mode_weights`` with standard errors, ``mode_weight_error`` and ``mmd`` (against exact samples), and
 a ``composition`` section (see :mod:`boltzclf.pipelines.composition_check`); ``OUT/report.png`` shows
 the ESS traces and the headline numbers. A target/method whose ``smc.json`` exists is not redone.
+A target named in ``pretrain`` first trains one shared pre-training run in ``OUT/<target>/pretrain/``
+(the reference recipe, as in the ``compare_losses`` workflow) that warm-starts each of its methods.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from boltzclf.core.config import require, to_dict
 from boltzclf.diffusion.grids import log_snr_grid
 from boltzclf.evaluation.weighted_samples import weighted_sample_metrics
 from boltzclf.losses import LossConfig
+from boltzclf.pipelines.compare import PretrainConfig, pretrain_experiment
 from boltzclf.pipelines.composition_check import run_composition
 from boltzclf.pipelines.experiment import train_experiment
 from boltzclf.plots.smc_report import smc_report
@@ -85,13 +88,19 @@ class CompositionOptions:
 
 @dataclass(frozen=True)
 class SMCComparisonWorkflow:
-    """Train each ``methods`` loss on each ``targets`` experiment, then run SMC to the true target."""
+    """Train each ``methods`` loss on each ``targets`` experiment, then run SMC to the true target.
+
+    ``pretrain`` maps target names to a shared pre-training run (see
+    :class:`~boltzclf.pipelines.compare.PretrainConfig`) whose checkpoint warm-starts every method of
+    that target; each method's budget is then the pre-training plus its own ``training.steps``.
+    """
 
     workflow: Literal["smc_comparison"]
     methods: dict[str, LossConfig]
     targets: dict[str, ExperimentConfig]
     smc: SMCOptions = field(default_factory=SMCOptions)
     composition: CompositionOptions | None = None
+    pretrain: dict[str, PretrainConfig] = field(default_factory=dict)
     description: str = ""
 
     def __post_init__(self):
@@ -102,9 +111,21 @@ class SMCComparisonWorkflow:
             for name, loss in self.methods.items():
                 problem = loss_process_mismatch(loss, experiment.process.kind)
                 require(problem is None, f"methods.{name}", problem or "")
+        require("pretrain" not in self.methods, "methods.pretrain",
+                "'pretrain' names a target's shared pre-training directory; rename the method")
+        for target_name, pre in self.pretrain.items():
+            require(target_name in self.targets, f"pretrain.{target_name}",
+                    f"must name one of the targets ({', '.join(self.targets)})")
+            experiment = self.targets[target_name]
+            require(experiment.training.warm_start is None, f"pretrain.{target_name}",
+                    f"the pre-training run warm-starts every method; remove targets.{target_name}.training.warm_start")
+            problem = loss_process_mismatch(pre.loss, experiment.process.kind)
+            require(problem is None, f"pretrain.{target_name}.loss.dsm_weighting", problem or "")
         if self.composition is not None:
             require(self.composition.base in self.targets, "composition.base",
                     f"must name one of the targets ({', '.join(self.targets)})")
+            require(self.composition.base not in self.pretrain, "composition.base",
+                    "the composition's base target cannot have a pretrain run (its partner model has none)")
 
 
 def run(workflow: SMCComparisonWorkflow, out: str | Path, device: torch.device) -> dict:
@@ -114,9 +135,16 @@ def run(workflow: SMCComparisonWorkflow, out: str | Path, device: torch.device) 
     traces: dict = {}
     for target_name, experiment in workflow.targets.items():
         results[target_name], traces[target_name] = {}, {}
+        if target_name in workflow.pretrain:
+            experiment = pretrain_experiment(experiment, workflow.pretrain[target_name],
+                                             out / target_name / "pretrain", device)
+        pre = workflow.pretrain.get(target_name)
+        steps = {"pretrain": pre.steps if pre else 0, "method": experiment.training.steps,
+                 "total": (pre.steps if pre else 0) + experiment.training.steps}
         for method, loss in workflow.methods.items():
             config = dataclasses.replace(experiment, loss=loss)
             record = _smc_record(config, workflow.smc, out / target_name / method, device)
+            record["steps"] = steps
             traces[target_name][method] = record.pop("ess")
             results[target_name][method] = record
     if workflow.composition is not None:
