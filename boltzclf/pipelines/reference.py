@@ -2,8 +2,8 @@
 
 One run of batched dynamics on the torch force field (:mod:`boltzclf.dynamics`; walkers × a
 temperature ladder with replica exchange) into ``OUT/dynamics/`` (resumable), then the estimates a
-learned energy is judged against, with error bars right for correlated frames (each replica-exchange
-column is an independent chain; :mod:`boltzclf.estimators.correlated`):
+learned energy is judged against, with error bars right for correlated frames: each replica-exchange
+column is an independent chain and serves as one cluster of the error (:mod:`boltzclf.estimators.correlated`):
 
 * ``analysis: aldp`` — ΔF(φ > 0 vs φ < 0) in kT, kJ/mol and kcal/mol, the C7eq / C5 / αR / αL
   populations (:mod:`boltzclf.estimators.populations`), and the φ/ψ free-energy surface;
@@ -123,8 +123,11 @@ def _cv_values(system, frames: np.ndarray, name: str) -> np.ndarray:
 def _aldp(system, frames: np.ndarray, options: AnalysisOptions, out: Path):
     phi, psi = _cv_values(system, frames, "phi"), _cv_values(system, frames, "psi")
     atomic.save_npz(out / "cvs.npz", phi=phi, psi=psi)
-    delta_f = phi_sign_free_energy(phi)
-    populations = basin_populations(phi, psi)
+    # whole columns as the error's clusters: they are exactly independent, while the slot-0 series of
+    # one column stays correlated over longer than a fitted autocorrelation time suggests (a rare
+    # basin's configurations travel up and down the ladder and come back)
+    delta_f = phi_sign_free_energy(phi, block_length=phi.shape[1])
+    populations = basin_populations(phi, psi, block_length=phi.shape[1])
     surface = histogram_free_energy(np.column_stack([phi.ravel(), psi.ravel()]), [(-np.pi, np.pi)] * 2,
                                     bins=options.bins, periodic=True, n_blocks=min(20, phi.shape[0]))
     results = {

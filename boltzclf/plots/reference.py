@@ -40,7 +40,7 @@ def reference_figure(surface: FreeEnergySurface, xlabel: str, ylabel: str | None
         bars = axes[1]
         bars.bar(names, np.where(value > 0, value, np.nan), yerr=se, capsize=4, color="C1")
         for i, (v, s) in enumerate(zip(value, se)):
-            bars.annotate(f"{v:.3f} ± {s:.3f}" if v > 0 else "not sampled", (i, 1.0), xycoords=("data", "axes fraction"),
+            bars.annotate(f"{v:.3g} ± {s:.2g}" if v > 0 else "not sampled", (i, 1.0), xycoords=("data", "axes fraction"),
                           xytext=(0, -12), textcoords="offset points", ha="center", fontsize=8)
         bars.set_yscale("log")
         bars.set_ylabel("population (log scale; error bars ± 1 SE)")
