@@ -36,6 +36,7 @@ from boltzclf.core import atomic
 from boltzclf.core.device import resolve_device
 from boltzclf.core.errors import CheckpointError
 from boltzclf.dynamics.config import BatchedMDConfig
+from boltzclf.dynamics.output import chunk_path, finalise, read_results
 from boltzclf.dynamics.tempering import ExchangeState, exchange, geometric_ladder
 from boltzclf.forcefield.field import TorchForceField
 from boltzclf.forcefield.target import TorchEnergyTarget
@@ -130,10 +131,6 @@ def record(sim: Simulation) -> dict[str, torch.Tensor]:
             "kinetic": kinetic.reshape(shape).mean(1).cpu()}
 
 
-def chunk_path(out: Path, index: int) -> Path:
-    return out / "chunks" / f"chunk_{index:05d}.pt"
-
-
 def save_checkpoint(out: Path, sim: Simulation) -> None:
     """Write the full state atomically (after the chunk it follows)."""
     state = sim.state
@@ -210,8 +207,6 @@ def simulate_batched(system: MolecularSystem, config: BatchedMDConfig, out: str 
 
     Returns the results record (see :func:`boltzclf.dynamics.output.write_outputs`).
     """
-    from boltzclf.dynamics.output import finalise, read_results
-
     out = Path(out)
     done = read_results(out)
     if done is not None:

@@ -27,6 +27,7 @@ import torch
 from mdtraj.formats import DCDTrajectoryFile
 
 from boltzclf.core import atomic, provenance
+from boltzclf.core.errors import BoltzclfError
 from boltzclf.openmm.bridge import kt_kj_per_mol
 from boltzclf.openmm.system import MolecularSystem
 
@@ -39,9 +40,12 @@ def read_results(out: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _chunks(out: Path, n_chunks: int):
-    from boltzclf.dynamics.engine import chunk_path
+def chunk_path(out: Path, index: int) -> Path:
+    """The file of production chunk ``index`` in run directory ``out``."""
+    return out / "chunks" / f"chunk_{index:05d}.pt"
 
+
+def _chunks(out: Path, n_chunks: int):
     for index in range(n_chunks):
         yield torch.load(chunk_path(out, index), weights_only=True)
 
@@ -67,7 +71,8 @@ def peak_memory() -> dict:
 
 
 def finalise(system: MolecularSystem, sim, out: Path) -> dict:
-    """Write the final outputs of the finished simulation ``sim`` (an engine ``Simulation``)."""
+    """Write the final outputs of the finished simulation ``sim``
+    (a :class:`boltzclf.dynamics.engine.Simulation`; duck-typed, so this module never imports the engine)."""
     config = sim.config
     n_chunks = math.ceil(config.n_frames / config.checkpoint_frames)
     walkers, replicas = config.walkers, sim.n_replicas
@@ -140,8 +145,6 @@ def load_frames(out: str | Path) -> np.ndarray:
     out = Path(out)
     results = read_results(out)
     if results is None:
-        from boltzclf.core.errors import BoltzclfError
-
         raise BoltzclfError(f"{out}: no results.json; the run is not complete")
     traj = mdtraj.load(str(out / "trajectory.dcd"), top=str(out / "topology.pdb"))
     return traj.xyz.reshape(results["n_frames"], results["walkers"], traj.n_atoms, 3)
