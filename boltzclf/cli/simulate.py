@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from boltzclf.core import rundir
+from boltzclf.core.device import resolve_device
 from boltzclf.core.config import to_dict
 
 DEFAULT_STRIDE_PS = {"openmm": 0.1, "torch": 1.0}
@@ -66,15 +67,20 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
+def _default(value, default):
+    """``value`` unless the option was not given (a given 0 stays 0 and is then refused)."""
+    return default if value is None else value
+
+
 def _openmm_config(args: argparse.Namespace, temperature: float):
     from boltzclf.openmm.md import MDConfig
 
     return MDConfig(
         ns=args.ns, temperature=temperature, timestep_fs=args.timestep_fs,
-        friction_per_ps=args.friction, stride_ps=args.stride_ps or DEFAULT_STRIDE_PS["openmm"],
+        friction_per_ps=args.friction, stride_ps=_default(args.stride_ps, DEFAULT_STRIDE_PS["openmm"]),
         seed=args.seed, equilibration_ps=args.equilibration_ps, minimize=not args.no_minimize,
         platform=args.platform, threads=args.threads,
-        checkpoint_frames=args.checkpoint_frames or DEFAULT_CHECKPOINT_FRAMES["openmm"],
+        checkpoint_frames=_default(args.checkpoint_frames, DEFAULT_CHECKPOINT_FRAMES["openmm"]),
         replicas=args.replicas, max_temperature=args.max_temperature)
 
 
@@ -84,10 +90,10 @@ def _torch_config(args: argparse.Namespace, temperature: float):
     return BatchedMDConfig(
         ns=args.ns, temperature=temperature, walkers=args.walkers, replicas=args.replicas,
         max_temperature=args.max_temperature, timestep_fs=args.timestep_fs, friction_per_ps=args.friction,
-        stride_ps=args.stride_ps or DEFAULT_STRIDE_PS["torch"], exchange_ps=args.exchange_ps,
+        stride_ps=_default(args.stride_ps, DEFAULT_STRIDE_PS["torch"]), exchange_ps=args.exchange_ps,
         equilibration_ps=args.equilibration_ps, seed=args.seed, minimize=not args.no_minimize,
         device=args.device, dtype=args.dtype, compiled=not args.no_compile, chunk_size=args.chunk_size,
-        checkpoint_frames=args.checkpoint_frames or DEFAULT_CHECKPOINT_FRAMES["torch"],
+        checkpoint_frames=_default(args.checkpoint_frames, DEFAULT_CHECKPOINT_FRAMES["torch"]),
         save_all_temperatures=args.save_all_temperatures)
 
 
@@ -95,16 +101,18 @@ def run(args: argparse.Namespace) -> int:
     from boltzclf.openmm import load_system
 
     system = load_system(args.system)
-    temperature = args.temperature or system.temperature
+    temperature = _default(args.temperature, system.temperature)  # 0 is refused, not replaced
     inputs = [args.system] + ([system.spec.source.pdb] if system.spec.kind == "pdb" else [])
     if args.engine == "openmm":
         from boltzclf.openmm.md import simulate
 
         config, device = _openmm_config(args, temperature), args.platform
     else:
-        from boltzclf.dynamics.engine import simulate_batched as simulate
+        from boltzclf.dynamics.engine import check_supported, simulate_batched as simulate
 
         config, device = _torch_config(args, temperature), args.device
+        resolve_device(device)  # refuse before the run directory exists, so a corrected retry can use it
+        check_supported(system)
         torch.set_num_threads(args.threads)
     resolved = {"command": "simulate", "engine": args.engine, "system": to_dict(system.spec),
                 "md": to_dict(config)}

@@ -22,6 +22,7 @@ dtype and thread count; ``torch.compile`` recompiles the same kernels).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 
 from boltzclf.core import atomic
 from boltzclf.core.device import resolve_device
-from boltzclf.core.errors import CheckpointError
+from boltzclf.core.errors import BoltzclfError, CheckpointError
 from boltzclf.dynamics.config import BatchedMDConfig
 from boltzclf.dynamics.output import chunk_path, finalise, read_results
 from boltzclf.dynamics.tempering import ExchangeState, exchange, geometric_ladder
@@ -43,7 +44,8 @@ from boltzclf.forcefield.target import TorchEnergyTarget
 from boltzclf.openmm.bridge import kt_kj_per_mol
 from boltzclf.openmm.pool import make_context
 from boltzclf.openmm.system import MolecularSystem
-from boltzclf.sampling.langevin import Dynamics, LangevinState, baoab_step, init_state, make_dynamics
+from boltzclf.sampling.langevin import (Dynamics, LangevinState, baoab_step, init_state, kinetic_energy,
+                                        make_dynamics)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,15 @@ class Simulation:
         return len(self.temperatures)
 
 
+def check_supported(system: MolecularSystem) -> None:
+    """Refuse systems the batched engine would simulate wrongly (constraints are not enforced)."""
+    n = system.system.getNumConstraints()
+    if n > 0:
+        raise BoltzclfError(f"{system.spec.name}: has {n} constraints, which batched BAOAB does not enforce (it "
+                            "would sample another ensemble); use 'constraints: none' in the spec and a 1 fs time "
+                            "step, or the OpenMM engine")
+
+
 def minimised_positions(system: MolecularSystem, minimize: bool) -> np.ndarray:
     """The spec's positions ``(N, 3)`` [nm], locally minimised by OpenMM when ``minimize``."""
     if not minimize:
@@ -85,6 +96,7 @@ def build_simulation(system: MolecularSystem, config: BatchedMDConfig) -> Simula
     """A fresh simulation: every walker starts at the (minimised) spec structure with
     Maxwell–Boltzmann velocities at its slot temperature (independent per walker)."""
     device = resolve_device(config.device)
+    check_supported(system)
     dtype = _DTYPES[config.dtype]
     temperatures = geometric_ladder(config.temperature, config.max_temperature or config.temperature,
                                     config.replicas)
@@ -117,18 +129,18 @@ def advance_frame(sim: Simulation) -> torch.Tensor:
 def record(sim: Simulation) -> dict[str, torch.Tensor]:
     """The current frame, on the CPU: positions to save ``(W or R·W, N, 3)`` [nm], potential energies
     ``(R, W)`` [kJ/mol] float64, replica labels ``(R, W)`` and the mean kinetic energy per slot
-    ``(R,)`` [kT of the slot] of the end-of-step velocities (about 2 % below 3N/2 for BAOAB at 1 fs,
+    ``(R,)`` [kT of the slot] over its running walkers, of the end-of-step velocities (about 2 % below 3N/2 for BAOAB at 1 fs,
     see :class:`~boltzclf.sampling.langevin.StepInfo`)."""
     config, state = sim.config, sim.state
     shape = (sim.n_replicas, config.walkers)
     saved = state.x if config.save_all_temperatures else state.x[: config.walkers]
     kT = kt_kj_per_mol(config.temperature)
-    kinetic = 0.5 * (sim.dynamics.masses * state.v * state.v).flatten(1).sum(1).to(torch.float64)
-    kinetic = kinetic / sim.dynamics.bath
+    kinetic = kinetic_energy(state.v, sim.dynamics)  # stopped walkers (NaN velocities) are left out:
+    kinetic = torch.where(state.active, kinetic, torch.full_like(kinetic, math.nan)).reshape(shape)
     return {"positions": saved.detach().cpu().clone(),
             "potential_energy": (state.energy.to(torch.float64) * kT).reshape(shape).cpu(),
             "labels": sim.exchange.labels.to(torch.int16).cpu().clone(),
-            "kinetic": kinetic.reshape(shape).mean(1).cpu()}
+            "kinetic": kinetic.nanmean(1).cpu()}
 
 
 def save_checkpoint(out: Path, sim: Simulation) -> None:

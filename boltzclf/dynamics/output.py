@@ -103,7 +103,7 @@ def _results(system: MolecularSystem, sim, arrays: dict) -> dict:
     production_ns = config.n_frames * config.stride_ps / 1000.0
     simulated_ns = (config.equilibration_frames + config.n_frames) * config.stride_ps / 1000.0
     n_dof = 3 * system.n_atoms - 3
-    kinetic_temperature = 2.0 * arrays["kinetic"].mean(0) / n_dof * sim.temperatures.cpu().numpy()
+    kinetic_temperature = 2.0 * np.nanmean(arrays["kinetic"], 0) / n_dof * sim.temperatures.cpu().numpy()
     stopped = (~sim.state.active).nonzero().flatten().tolist()
     results = {
         "system": system.spec.name,

@@ -96,12 +96,12 @@ def swap_acceptance(beta_lo: torch.Tensor, beta_hi: torch.Tensor, u_lo: torch.Te
 
     Parameters
     ----------
-    beta_lo, beta_hi : 1/kT [mol/kJ] of the two slots (broadcastable).
-    u_lo, u_hi : (W,) potential energies [kJ/mol] of the configurations they hold, float64.
+    beta_lo, beta_hi : 1/kT [mol/kJ] of the lower and upper slot of each pair, ``(n_pairs, 1)``.
+    u_lo, u_hi : ``(n_pairs, W)`` potential energies [kJ/mol] of the configurations they hold, float64.
 
     Returns
     -------
-    (W,) float64 log α = (β_lo − β_hi)(U_lo − U_hi); −inf where an energy is not finite.
+    (n_pairs, W) float64 log α = (β_lo − β_hi)(U_lo − U_hi); −inf where an energy is not finite.
     """
     log_alpha = (beta_lo - beta_hi) * (u_lo - u_hi)
     return torch.where(torch.isfinite(log_alpha), log_alpha, torch.full_like(log_alpha, -math.inf))

@@ -7,8 +7,9 @@ the pooled samples then carry, for a target temperature T*, the log-weights
 
     log w_n = −U_n / (R T*) − log Σ_k N_k exp(f_k − u_k(n))   (normalised to Σ w = 1),
 
-so every frame of every temperature contributes to the T* estimate (exact for any T* inside the
-sampled range when the states overlap). The weights are for an *estimate*; its error bar must still
+so every frame of every temperature contributes to the T* estimate (consistent for any T* inside the
+sampled range when the states overlap). The standard errors downstream treat these weights as
+fixed: the uncertainty of the f_k is not propagated (small when the neighbouring states overlap well). The weights are for an *estimate*; its error bar must still
 account for correlated frames (pass cluster ids, e.g. the replica-exchange column of each frame, to the
 estimators in :mod:`boltzclf.estimators.populations` or :mod:`boltzclf.estimators.weighted`).
 """

@@ -30,8 +30,10 @@ import torch
 
 from boltzclf.core import atomic, rundir
 from boltzclf.core.config import require, to_dict
+from boltzclf.core.device import resolve_device
+from boltzclf.core.errors import BoltzclfError
 from boltzclf.dynamics.config import BatchedMDConfig
-from boltzclf.dynamics.engine import simulate_batched
+from boltzclf.dynamics.engine import check_supported, simulate_batched
 from boltzclf.dynamics.output import load_frames
 from boltzclf.estimators.estimate import free_energy_units
 from boltzclf.estimators.pmf import histogram_free_energy
@@ -72,6 +74,8 @@ class ReferenceEnsembleWorkflow:
     description: str = ""
 
     def __post_init__(self):
+        require(self.dynamics.walkers >= 2, "dynamics.walkers",
+                "needs >= 2 columns: each column is one independent cluster of the error bars")
         require(not self.analysis.mbar or (self.dynamics.save_all_temperatures and self.dynamics.replicas > 1
                                            and self.analysis.kind == "aldp"),
                 "analysis.mbar", "needs kind aldp, replicas > 1 and dynamics.save_all_temperatures: true")
@@ -89,6 +93,12 @@ def run(workflow: ReferenceEnsembleWorkflow, out: str | Path, device: torch.devi
     if config.device == "auto":
         config = BatchedMDConfig(**{**to_dict(config), "device": str(device)})
     system = load_system(workflow.system)
+    if abs(system.temperature - config.temperature) > 1e-9:
+        raise BoltzclfError(f"{workflow.system}: the spec's temperature {system.temperature:g} K differs from "
+                            f"dynamics.temperature {config.temperature:g} K; the analysis reports at the spec's "
+                            "temperature, so make them equal")
+    resolve_device(config.device)  # refuse before the run directory exists, so a corrected retry can use it
+    check_supported(system)
     out = rundir.prepare(out, to_dict(workflow), seed=config.seed, device=str(device), inputs=[workflow.system])
     resolved = {"command": "simulate", "engine": "torch", "system": to_dict(system.spec), "md": to_dict(config)}
     dynamics_dir = rundir.prepare(out / "dynamics", resolved, seed=config.seed, device=config.device,
@@ -172,7 +182,7 @@ def _chignolin(system, frames: np.ndarray, options: AnalysisOptions, out: Path):
     traj = mdtraj.Trajectory(frames.reshape(-1, *frames.shape[2:]), system.mdtraj_topology)
     rmsd = mdtraj.rmsd(traj, native, atom_indices=ca).reshape(frames.shape[:2])
     atomic.save_npz(out / "cvs.npz", ca_rmsd_nm=rmsd)
-    folded = folded_fraction(rmsd, "rmsd", options.rmsd_threshold_nm)
+    folded = folded_fraction(rmsd, "rmsd", options.rmsd_threshold_nm, block_length=rmsd.shape[1])
     upper = max(float(rmsd.max()), 0.5)
     profile = histogram_free_energy(rmsd.ravel(), [(0.0, np.nextafter(upper, np.inf))], bins=options.bins,
                                     n_blocks=min(20, rmsd.shape[0]))

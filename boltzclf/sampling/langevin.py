@@ -6,9 +6,10 @@ comes only from the passed ``torch.Generator``. Each integrator is a step functi
 
 Units (molecules): positions nm, velocities nm/ps, time ps, friction 1/ps, masses amu, kT in kJ/mol
 (R·T with R = 0.00831446261815324 kJ/mol/K). The target's force is −∇ of the *reduced* energy u
-(kT/nm), so the acceleration is force·kT/m [nm/ps²] (1 amu·nm²/ps² = 1 kJ/mol). The stationary
-distribution of positions is exp(−u) whatever the temperature; T and the masses set the time scale
-and the kinetic energies. Toy targets use ``masses=None`` (1) and ``temperature=None`` (kT = 1).
+(kT/nm), so the acceleration is force·kT/m [nm/ps²] (1 amu·nm²/ps² = 1 kJ/mol). With one
+temperature the stationary distribution of positions is exp(−u) whatever T; T and the masses set the
+time scale and the kinetic energies. With per-walker thermostats (``Dynamics.bath``, BAOAB only) the
+kick still uses the target's kT and the noise the walker's kT_b, so walker b samples exp(−U/kT_b). Toy targets use ``masses=None`` (1) and ``temperature=None`` (kT = 1).
 
 * BAOAB (Leimkuhler & Matthews 2013): B half kick, A half drift, O exact Ornstein–Uhlenbeck
   v ← a v + √((1 − a²) kT/m) ξ with a = exp(−γ dt), A half drift, B half kick. One force evaluation

@@ -132,7 +132,10 @@ def test_same_seed_same_frames_other_seed_other_frames(tmp_path):
     (["--replicas", "3"], "--max-temperature"),
     (["--replicas", "2", "--max-temperature", "400", "--exchange-ps", "0.03"], "--exchange-ps"),
     (["--dtype", "float16"], "float16"),
-])
+    (["--temperature", "0"], "temperature (--temperature): must be positive"),
+    (["--stride-ps", "0"], "stride_ps (--stride-ps): must be positive"),
+    (["--checkpoint-frames", "0"], "checkpoint_frames (--checkpoint-frames): must be >= 1"),
+] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]))
 def test_bad_options_exit_2_and_create_nothing(tmp_path, capsys, extra, message):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) if "float16" in extra else _no_raise():
@@ -190,6 +193,7 @@ def test_non_finite_walkers_are_stopped_counted_and_reported(tmp_path):
     results = finalise(system, sim, out)
     assert results["n_nonfinite"] == 1
     assert len(results["stopped_walkers"]) == 1
+    assert np.isfinite(results["kinetic_temperature_K"]).all()  # the stopped walker's NaN velocities are left out
     assert np.isfinite(np.load(out / "energies.npz")["potential_energy"]).sum() >= 2 * 3 * 20 - 20
 
 
@@ -293,3 +297,12 @@ def test_batched_dynamics_on_cuda_are_reproducible_and_match_openmm(tmp_path):
     stored = np.load(tmp_path / "a" / "energies.npz")["reduced_energy"].ravel()
     np.testing.assert_allclose(system.energy(x).numpy(), stored, rtol=1e-4, atol=0.05)
     system.close()
+
+
+def test_constrained_system_is_refused_before_anything_is_written(tmp_path, capsys):
+    spec = tmp_path / "constrained.yaml"
+    spec.write_text((SPEC.read_text()).replace("constraints: none", "constraints: HBonds"))
+    out = tmp_path / "out"
+    assert main(["simulate", str(spec), "--out", str(out), "--ns", "0.001", *FAST]) == 2
+    assert "constraints" in capsys.readouterr().err
+    assert not out.exists()
