@@ -41,11 +41,10 @@ from boltzclf.dynamics.output import chunk_path, finalise, read_results
 from boltzclf.dynamics.tempering import ExchangeState, exchange, geometric_ladder
 from boltzclf.forcefield.field import TorchForceField
 from boltzclf.forcefield.target import TorchEnergyTarget
-from boltzclf.openmm.bridge import kt_kj_per_mol
 from boltzclf.openmm.pool import make_context
 from boltzclf.openmm.system import MolecularSystem
 from boltzclf.sampling.langevin import (Dynamics, LangevinState, baoab_step, init_state, kinetic_energy,
-                                        make_dynamics)
+                                        kt_kj_per_mol, make_dynamics)
 
 log = logging.getLogger(__name__)
 
