@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     parser.add_argument("--integrator", choices=("mala", "baoab", "ghmc"), default=_DEFAULTS["integrator"])
     parser.add_argument("--dt", type=float, default=_DEFAULTS["dt"], help="Langevin time step (baoab, ghmc)")
     parser.add_argument("--friction", type=float, default=_DEFAULTS["friction"])
+    parser.add_argument("--record-every", type=int, default=0,
+                        help="langevin: keep every K-th step of every walker (0 = only the last step)")
     parser.add_argument("--ode-steps", type=int, default=0, help="RK4 steps of the ODE (0 = one per level)")
     parser.add_argument("--walkers", type=int, default=_DEFAULTS["walkers"], help="replica: walkers per level")
     parser.add_argument("--warmup", type=int, default=_DEFAULTS["warmup"], help="replica: adaptation steps")

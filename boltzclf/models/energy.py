@@ -4,6 +4,7 @@ With v(t) the process's input variance and w(t) its correction weight (METHOD.md
 
     log p̃_θ(t, x) = −‖x‖²/(2v) − (d/2) log(2π v) + w(t) Φ_θ(c(t), x/√v),   Φ_θ(c, x̃) = −⟨NN_θ(c, x̃), x̃⟩
 
+(or Φ_θ given directly by a scalar-output network)
 and U_θ = −log p̃_θ. The first two terms are the normalised Gaussian N(0, v I); the network's output
 layer starts at zero, so at initialisation the model *is* that Gaussian at every t. For diffusions
 w = σ_d/σ(t) → 0 at large noise, so the model tends to the prior there. A dot-product energy vanishes
@@ -108,7 +109,9 @@ class EnergyModel(TimeDependentEnergy):
     Parameters
     ----------
     network
-        ``forward(c, x̃)`` with ``c`` ``(B,)`` and ``x̃`` ``(B, *event_shape)`` returning ``x̃``'s shape.
+        ``forward(c, x̃)`` with ``c`` ``(B,)`` and ``x̃`` ``(B, *event_shape)`` returning a vector field of
+        ``x̃``'s shape (Φ = −⟨NN, x̃⟩), or, for networks with ``outputs_potential = True``, the scalar
+        Φ itself as ``(B, 1)`` (invariant potentials, e.g. :class:`~boltzclf.models.pairwise.PairwisePotential`).
     process
         A :class:`~boltzclf.diffusion.LinearDiffusion` or :class:`~boltzclf.diffusion.StochasticInterpolant`.
     levels
@@ -138,7 +141,8 @@ class EnergyModel(TimeDependentEnergy):
         var = self.process.input_variance(t, self.sigma_data)
         x_in = x / var.sqrt().reshape((-1,) + (1,) * (x.dim() - 1))
         c = 0.3 * (self.process.conditioning(t) - self.cond_mean) / self.cond_std - 0.3
-        phi = -(self.network(c.to(x.dtype), x_in) * x_in).flatten(1).sum(1)
+        out = self.network(c.to(x.dtype), x_in)
+        phi = out[:, 0] if getattr(self.network, "outputs_potential", False) else -(out * x_in).flatten(1).sum(1)
         sq = x.flatten(1).pow(2).sum(1)
         gauss = -0.5 * sq / var - 0.5 * self.dim * torch.log(2.0 * math.pi * var)
         return gauss + self.process.energy_scale(t, self.sigma_data) * phi

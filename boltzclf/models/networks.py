@@ -58,7 +58,7 @@ class _ResidualBlock(nn.Module):
 
 
 class TimeConditionedMLP(nn.Module):
-    """Residual MLP R^D → R^D with the time embedding re-injected in every block.
+    """Residual MLP R^D → R^D (or R^out_dim) with the time embedding re-injected in every block.
 
     The output layer is zero-initialised, so a freshly built network returns zeros and an energy
     model built on it is exactly its Gaussian base (see :class:`~boltzclf.models.energy.EnergyModel`).
@@ -73,10 +73,12 @@ class TimeConditionedMLP(nn.Module):
         Size of the time embedding.
     embedding
         ``"positional"`` (sinusoidal) or ``"fourier"`` (random Fourier features).
+    out_dim
+        Output size; None returns the input's shape (a vector field), an integer ``(B, out_dim)``.
     """
 
     def __init__(self, dim: int, hidden: int = 128, n_layers: int = 4, time_dim: int = 64,
-                 embedding: str = "positional"):
+                 embedding: str = "positional", out_dim: int | None = None):
         super().__init__()
         if embedding == "positional":
             self.embed = SinusoidalEmbedding(time_dim)
@@ -87,12 +89,13 @@ class TimeConditionedMLP(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim))
         self.input = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(_ResidualBlock(hidden, time_dim) for _ in range(n_layers))
-        self.output = nn.Linear(hidden, dim)
+        self.out_dim = out_dim
+        self.output = nn.Linear(hidden, dim if out_dim is None else out_dim)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 
     def forward(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``c`` ``(B,)``, ``x`` ``(B, *event)`` → ``(B, *event)``.
+        """``c`` ``(B,)``, ``x`` ``(B, *event)`` → ``(B, *event)`` (or ``(B, out_dim)``).
 
         Training batches hold few distinct times (grid levels), so the time path is computed once per
         distinct value and spread to the rows, unless ``c`` needs gradients (∂/∂t), which ``unique``
@@ -111,4 +114,5 @@ class TimeConditionedMLP(nn.Module):
         h = self.input(x.flatten(1))
         for block in self.blocks:
             h = block(h, temb, select)
-        return self.output(nn.functional.gelu(h)).reshape(x.shape)
+        out = self.output(nn.functional.gelu(h))
+        return out.reshape(x.shape) if self.out_dim is None else out

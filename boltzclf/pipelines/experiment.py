@@ -1,19 +1,24 @@
-"""One training run on an analytic target: build, train (resumable), evaluate."""
+"""One training run on an analytic target or a molecular dataset: build, train (resumable), evaluate."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from boltzclf.core import atomic, rundir
 from boltzclf.core.config import from_mapping, to_dict
+from boltzclf.core.errors import ConfigError
 from boltzclf.evaluation.gmm_metrics import evaluate
-from boltzclf.losses import build_loss
+from boltzclf.losses import LossConfig, build_loss
+from boltzclf.openmm.system import load_system
 from boltzclf.training import checkpoint
-from boltzclf.training.config import ExperimentConfig, build_model, build_target
+from boltzclf.training.config import ExperimentConfig, build_model, build_target, grid_process_mismatch
 from boltzclf.training.data import MixtureData
+from boltzclf.training.molecular_data import MolecularData, describe_molecule, load_dataset
 from boltzclf.training.trainer import train
 
 log = logging.getLogger(__name__)
@@ -23,20 +28,57 @@ def train_experiment(config: ExperimentConfig, out: str | Path, device: torch.de
                      on_step: Callable[[int], None] | None = None):
     """Train the model described by ``config`` into run directory ``out`` (resuming if possible).
 
-    Returns the model to evaluate (EMA weights when enabled).
+    Returns the model to evaluate (EMA weights when enabled). A molecular run stores the σ_d it
+    computed from its training frames in its config (``data.sigma_data``).
     """
-    resolved = to_dict(config)
     inputs = (config.training.warm_start,) if config.training.warm_start else ()
+    if config.data is None:
+        molecule = None
+        data = MixtureData(build_target(config.target), _end_target(config), config.training.dataset_size,
+                           config.training.seed, device)
+    else:
+        system = load_system(config.data.system)
+        dataset = load_dataset(config.data, system)
+        config = with_sigma_data(config, dataset.sigma_data)
+        molecule = describe_molecule(system, dataset, dataset.atoms, dataset.sigma_data)
+        data = MolecularData(dataset, config.data.rotations, device)
+        inputs += (config.data.system,)
+    resolved = to_dict(config)
     out = rundir.prepare(out, resolved, seed=config.training.seed, device=str(device), inputs=inputs)
     torch.manual_seed(config.training.seed)
-    model = build_model(config).to(device)
-    data = MixtureData(build_target(config.target), _end_target(config), config.training.dataset_size,
-                       config.training.seed, device)
+    model = build_model(config, molecule).to(device)
     return train(model, build_loss(config.loss), data, config.training, out, resolved, device, on_step)
 
 
+def with_sigma_data(config: ExperimentConfig, sigma_data: float) -> ExperimentConfig:
+    """``config`` with ``data.sigma_data`` set, checked against the level grid (the prior needs σ_max ≥ 10 σ_d).
+
+    Raises
+    ------
+    ConfigError
+        If the grid's noisiest level is not a normalised prior for this σ_d.
+    """
+    problem = grid_process_mismatch(config.grid, config.process, sigma_data)
+    if problem is not None:
+        raise ConfigError(f"{problem[0]}: {problem[1]} (σ_d = {sigma_data:.4g} nm from {config.data.trajectory})")
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, sigma_data=sigma_data))
+
+
+def build_trained_model(config: ExperimentConfig):
+    """An untrained model of ``config``'s architecture, ready for a checkpoint's weights (molecular
+    configs must hold ``data.sigma_data``; the data statistics come from the weights)."""
+    if config.data is None:
+        return build_model(config)
+    system = load_system(config.data.system)
+    atoms = np.array(config.data.atoms if config.data.atoms is not None else range(system.n_atoms))
+    return build_model(config, describe_molecule(system, None, atoms, config.data.sigma_data))
+
+
 def evaluate_experiment(model, config: ExperimentConfig) -> dict:
-    """Metrics of a trained model against its exact target (see :mod:`boltzclf.evaluation.gmm_metrics`)."""
+    """Metrics of a trained model: against its exact target (see :mod:`boltzclf.evaluation.gmm_metrics`),
+    or, for molecular data, its validation losses."""
+    if config.data is not None:
+        return validation_losses(model, config)
     ev = config.evaluation
     return evaluate(model, build_target(config.target), _end_target(config), ev.n_samples, ev.n_levels, ev.seed)
 
@@ -46,7 +88,7 @@ def load_trained(run_dir: str | Path, device: torch.device):
     path = Path(run_dir) / "checkpoint.pt"
     state = checkpoint.load(path)
     config = from_mapping(ExperimentConfig, state["config"], f"{path}: config")
-    model = build_model(config)
+    model = build_trained_model(config)
     checkpoint.load_weights(model, state["ema"] if state["ema"] is not None else state["model"], path)
     if state["step"] < config.training.steps:
         log.warning("%s: checkpoint at step %d of %d (run unfinished)", path, state["step"], config.training.steps)
@@ -59,6 +101,30 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: torch.devi
     results = evaluate_experiment(model, config)
     atomic.write_json(Path(out) / "results.json", results)
     return results
+
+
+@torch.no_grad()
+def validation_losses(model, config: ExperimentConfig, batch_size: int = 256) -> dict:
+    """Mean DSM loss and binary adjacent-level classification loss on the held-out frames.
+
+    Noise and levels come from ``evaluation.seed``, so two models of the same config are scored on the
+    same draws. ``val_clf`` is the cross-entropy with the learned f (ln 2 = no better than chance).
+    """
+    system = load_system(config.data.system)
+    frames = load_dataset(config.data, system).validation[:config.evaluation.n_samples]
+    if frames.shape[0] == 0:
+        return {"val_dsm": None, "val_clf": None, "n_validation": 0}
+    param = next(model.parameters())
+    loss = build_loss(LossConfig(kind="diffclf", pairs="adjacent"))
+    generator = torch.Generator(device=param.device).manual_seed(config.evaluation.seed)
+    totals = {"dsm": 0.0, "clf": 0.0}
+    for batch in frames.split(batch_size):
+        with torch.enable_grad():
+            out = loss(model, (batch.to(device=param.device, dtype=param.dtype),), generator)
+        for key in totals:
+            totals[key] += float(out[key].sum())
+    n = frames.shape[0]
+    return {"val_dsm": totals["dsm"] / n, "val_clf": totals["clf"] / n, "n_validation": n}
 
 
 def _end_target(config: ExperimentConfig):

@@ -4,7 +4,12 @@
 ``samples.npz`` (``samples`` ``(N, *event)``, ``log_weights`` ``(N,)`` normalised, ``ancestors``
 ``(N,)``), ``diagnostics.json`` (ESS trace, resampling events, acceptance, log Z ± SE, evaluation
 counts, wall time), ``results.json`` (the summary, with mode masses against the exact target when the
-run's target is an analytic mixture) and ``ess.png``. Sampling is deterministic given the seed, so a
+run's target is an analytic mixture, or ΔF(φ > 0 vs φ < 0) for alanine dipeptide) and ``ess.png``.
+
+Molecular runs (``boltzclf train`` on a trajectory): the exact target is the system's Boltzmann density
+on the torch force field (all-atom runs only: a coarse-grained model has no true energy, so only
+``--target model``), and Langevin uses the atoms' masses (amu), the system's temperature, ``dt`` in ps
+and ``friction`` in 1/ps, with the centre-of-mass motion removed. Sampling is deterministic given the seed, so a
 killed run re-run with the same command writes the same files; a finished one is not redone.
 """
 from __future__ import annotations
@@ -24,7 +29,11 @@ from boltzclf.core.config import require, to_dict
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.diffusion.grids import log_snr_grid
 from boltzclf.estimators.importance import summarise
+from boltzclf.evaluation.molecular_samples import aldp_angles
 from boltzclf.evaluation.weighted_samples import weighted_sample_metrics
+from boltzclf.estimators.populations import phi_sign_free_energy
+from boltzclf.forcefield.target import torch_target
+from boltzclf.openmm.system import load_system
 from boltzclf.pipelines.experiment import load_trained
 from boltzclf.plots.sampling import ess_trace_figure
 from boltzclf.sampling.ancestral import ancestral_sample
@@ -51,7 +60,9 @@ class SampleConfig:
     path sampler walks (log-SNR spaced between the model's first and last level; 0 = the model's own
     grid). kernel, posterior_variance: reverse kernel. groups, resample_threshold, no_resample_last,
     mcmc_steps, step_size: SMC settings (step_size is also the MALA step). langevin_steps,
-    integrator, dt, friction: Langevin on U(t_0, ·) (unit masses, kT = 1; toy targets). ode_steps:
+    integrator, dt, friction: Langevin on U(t_0, ·) (toy targets: unit masses, kT = 1; molecules: amu,
+    the system's temperature, ps and 1/ps), started from ancestral samples; record_every keeps every
+    record_every-th step of every walker (0: only the last; a walker's frames are one error cluster). ode_steps:
     RK4 steps of the probability-flow ODE (0 = one per level). walkers, warmup: replica exchange runs
     ``walkers`` chains per level, ``warmup`` adaptation steps, then n/walkers production steps, keeping
     level 0 of every step (a walker's samples are correlated: its chain is one cluster for the errors).
@@ -73,6 +84,7 @@ class SampleConfig:
     integrator: Literal["baoab", "mala", "ghmc"] = "mala"
     dt: float = 1e-2
     friction: float = 1.0
+    record_every: int = 0
     ode_steps: int = 0
     walkers: int = 64
     warmup: int = 200
@@ -88,26 +100,73 @@ class SampleConfig:
                 "step_size, dt and friction must be positive")
         require(self.langevin_steps >= 1, "langevin_steps", "must be >= 1")
         require(self.ode_steps >= 0, "ode_steps", "must be >= 0")
+        require(0 <= self.record_every <= self.langevin_steps, "record_every", "must be in [0, langevin_steps]")
         require(self.warmup >= 0, "warmup", "must be >= 0")
         require(self.sampler != "replica" or (self.walkers >= 1 and self.n % self.walkers == 0), "walkers",
                 f"replica exchange keeps n/walkers steps of every walker: n ({self.n}) must be a multiple of "
                 f"walkers ({self.walkers})")
 
 
+@dataclass(frozen=True)
+class Physics:
+    """What Langevin needs beyond the energy: ``masses`` ``(n_atoms,)`` amu (None: unit), ``temperature``
+    K of the reduced energies (None: kT = 1), and whether to remove the centre-of-mass motion."""
+
+    masses: np.ndarray | None = None
+    temperature: float | None = None
+    remove_com: bool = False
+
+
+@dataclass
+class SamplingProblem:
+    """A trained run's model with its exact target (None if it has none) and Langevin physics.
+
+    ``molecule``: for molecular runs, the loaded system and the model's atom indices in it.
+    """
+
+    model: torch.nn.Module
+    target: object | None
+    physics: Physics
+    system: object | None = None
+    atoms: np.ndarray | None = None
+
+
+def sampling_problem(model, experiment, device: torch.device) -> SamplingProblem:
+    """The exact target and physics of a trained run (analytic mixture, or molecule on the torch force field)."""
+    if experiment.data is None:
+        return SamplingProblem(model, build_target(experiment.target), Physics())
+    system = load_system(experiment.data.system)
+    atoms = np.arange(system.n_atoms) if experiment.data.atoms is None else np.array(experiment.data.atoms)
+    all_atoms = len(atoms) == system.n_atoms and bool((atoms == np.arange(system.n_atoms)).all())
+    target = torch_target(system) if all_atoms else None
+    return SamplingProblem(model, target, Physics(system.masses[atoms], system.temperature, remove_com=True),
+                           system, atoms)
+
+
+def draw(problem: SamplingProblem, config: SampleConfig, generator: torch.Generator) -> dict:
+    """Run ``config.sampler``; returns ``{"arrays": samples, log_weights, ancestors, "diagnostics": ...}``."""
+    if config.target == "exact" and problem.target is None:
+        raise BoltzclfError(f"{config.sampler}: this run has no exact target (a coarse-grained model has no "
+                            "true energy); use --target model")
+    target = problem.target if config.target == "exact" else None
+    return _SAMPLERS[config.sampler](problem.model, target, config, generator, problem.physics)
+
+
 def run(run_dir: str | Path, config: SampleConfig, out: str | Path, device: torch.device) -> dict:
     """Sample the trained model in ``run_dir`` into ``out``; returns the summary (``results.json``)."""
     model, experiment = load_trained(run_dir, device)
     _check_supported(model, config)
+    problem = sampling_problem(model, experiment, device)
+    if config.target == "exact" and problem.target is None:
+        raise BoltzclfError(f"--target exact: {run_dir} is a coarse-grained model, which has no true energy; "
+                            "use --target model")
     resolved = {"run": str(Path(run_dir).resolve()), "sampling": to_dict(config)}
     out = rundir.prepare(out, resolved, seed=config.seed, device=str(device), inputs=(Path(run_dir) / "checkpoint.pt",))
     if (out / "results.json").exists():
         log.info("%s: finished earlier, reusing it", out)
         return json.loads((out / "results.json").read_text())
-    target = build_target(experiment.target)
-    draw = _SAMPLERS[config.sampler]
-    outcome = draw(model, target if config.target == "exact" else None, config,
-                   torch.Generator(device=device).manual_seed(config.seed))
-    summary = _summarise(outcome, target, config)
+    outcome = draw(problem, config, torch.Generator(device=device).manual_seed(config.seed))
+    summary = _summarise(outcome, problem, config)
     atomic.save_npz(out / "samples.npz", **{k: v.detach().cpu().numpy() for k, v in outcome["arrays"].items()})
     atomic.write_json(out / "diagnostics.json", outcome["diagnostics"])
     figure = ess_trace_figure(outcome["diagnostics"], title=f"{config.sampler}: {run_dir}")
@@ -151,14 +210,14 @@ def _weighted_outcome(result) -> dict:
             "diagnostics": diagnostics}
 
 
-def _smc(model, target, config: SampleConfig, generator) -> dict:
+def _smc(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
     path, kernels = _path_and_kernels(model, target, config)
     settings = SMCSettings(config.n, config.groups, config.resample_threshold, config.no_resample_last,
                            config.mcmc_steps, config.step_size)
     return _weighted_outcome(smc(path, kernels, settings, generator, device=model.levels.device, progress=True))
 
 
-def _ais(model, target, config: SampleConfig, generator) -> dict:
+def _ais(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
     path, kernels = _path_and_kernels(model, target, config, score_only=True)
     return _weighted_outcome(diffusion_ais(path, kernels, config.n, generator, config.groups,
                                            device=model.levels.device, progress=True))
@@ -170,13 +229,13 @@ def _unweighted(samples: torch.Tensor, diagnostics: dict) -> dict:
                        "ancestors": torch.arange(n)}, "diagnostics": diagnostics}
 
 
-def _ancestral(model, target, config: SampleConfig, generator) -> dict:
+def _ancestral(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
     result = ancestral_sample(model, config.n, generator, kind=config.kernel,
                               posterior_variance=config.posterior_variance, times=_path_times(model, config.levels))
     return _unweighted(result.samples, {"n_model_evals": result.n_score_evaluations, "time": result.time})
 
 
-def _ode(model, target, config: SampleConfig, generator) -> dict:
+def _ode(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
     solver = FlowSolver(method="rk4", steps=config.ode_steps or None)
     flow = probability_flow_sample(model, config.n, generator, solver=solver)
     diagnostics = {"n_function_evaluations": flow.n_function_evaluations, "method": "rk4",
@@ -192,20 +251,24 @@ def _ode(model, target, config: SampleConfig, generator) -> dict:
             "diagnostics": diagnostics}
 
 
-def _langevin(model, target, config: SampleConfig, generator) -> dict:
+def _langevin(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
     start = ancestral_sample(model, config.n, generator, times=_path_times(model, config.levels)).samples
     energy = target if target is not None else model.at_time(float(model.levels[0]))
     result = run_langevin(energy, start.to(torch.float64 if target is not None else start.dtype),
                           config.langevin_steps, config.integrator, generator=generator, dt=config.dt,
-                          friction=config.friction, step_size=config.step_size, record_every=config.langevin_steps,
-                          progress=True)
+                          friction=config.friction, temperature=physics.temperature, masses=physics.masses,
+                          remove_com=physics.remove_com, step_size=config.step_size,
+                          record_every=config.record_every or config.langevin_steps, progress=True)
     diagnostics = {"integrator": config.integrator, "steps": config.langevin_steps,
                    "acceptance_rate": result.acceptance_rate, "n_force_evaluations": result.n_force_evaluations,
-                   "n_nonfinite": result.n_nonfinite}
-    return _unweighted(result.samples[-1], diagnostics)
+                   "n_model_evals": result.n_force_evaluations * config.n, "n_nonfinite": result.n_nonfinite}
+    frames = result.samples if config.record_every else result.samples[-1:]  # (R, W, *event)
+    outcome = _unweighted(frames.reshape((-1,) + tuple(frames.shape[2:])), diagnostics)
+    outcome["arrays"]["ancestors"] = torch.arange(config.n).repeat(frames.shape[0])  # walker of each frame
+    return outcome
 
 
-def _replica(model, target, config: SampleConfig, generator) -> dict:
+def _replica(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
     path, kernels = _path_and_kernels(model, target, config)
     settings = ReplicaSettings(n_walkers=config.walkers, n_steps=config.n // config.walkers, warmup=config.warmup,
                                step_size=config.step_size)
@@ -224,13 +287,20 @@ _SAMPLERS = {"ancestral": _ancestral, "ode": _ode, "smc": _smc, "ais": _ais, "la
              "replica": _replica}
 
 
-def _summarise(outcome: dict, target, config: SampleConfig) -> dict:
+def _summarise(outcome: dict, problem: SamplingProblem, config: SampleConfig) -> dict:
     arrays, diagnostics = outcome["arrays"], outcome["diagnostics"]
     summary = {"sampler": config.sampler, "n": config.n,
                **{k: diagnostics[k] for k in ("ess_final", "log_z", "log_z_se") if k in diagnostics}}
     if "ess" in diagnostics:
         summary["ess_min"] = min(diagnostics["ess"])
-    summary.update(weighted_sample_metrics(arrays["samples"], arrays["log_weights"], arrays["ancestors"], target,
-                                           config.seed))
-    summary["mode_weights_true"] = target.weights.tolist()
+    if problem.system is None:
+        summary.update(weighted_sample_metrics(arrays["samples"], arrays["log_weights"], arrays["ancestors"],
+                                               problem.target, config.seed))
+        summary["mode_weights_true"] = problem.target.weights.tolist()
+    elif problem.system.spec.name.startswith("alanine_dipeptide"):
+        angles, n_mirrored = aldp_angles(arrays["samples"], problem.atoms, problem.system.positions)
+        estimate = phi_sign_free_energy(angles[:, 0], arrays["log_weights"].cpu().numpy(),
+                                        clusters=arrays["ancestors"].cpu().numpy())
+        summary.update(dF_phi=float(estimate.value), dF_phi_se=float(estimate.se), n_mirrored=n_mirrored)
     return summary
+

@@ -1,4 +1,5 @@
-"""Experiment configuration for analytic targets, validated from YAML, and the builders it drives."""
+"""Experiment configuration (analytic targets or molecular trajectories), validated from YAML, and the builders
+it drives."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,7 +11,10 @@ from boltzclf.core.config import require
 from boltzclf.diffusion import EDM, StochasticInterpolant, VariancePreserving, karras_grid, log_snr_grid, uniform_grid
 from boltzclf.losses import LossConfig
 from boltzclf.models import EnergyModel, TimeConditionedMLP
+from boltzclf.models.egnn import EGNN
+from boltzclf.models.pairwise import PairwisePotential
 from boltzclf.targets.gmm import GaussianMixture, mog40, two_modes
+from boltzclf.training.molecular_data import MolecularDataConfig, Molecule
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,15 @@ class GridConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Residual time-conditioned MLP behind a preconditioned dot-product energy."""
+    """The network behind the preconditioned energy.
 
+    kind: ``mlp`` (residual time-conditioned MLP, dot-product energy; analytic targets), ``pairwise``
+    (invariant potential of pair distances and dihedral chirality, :mod:`boltzclf.models.pairwise`;
+    molecules) or ``egnn`` (E(3)-equivariant graph network with atom types and the bond graph,
+    :mod:`boltzclf.models.egnn`; molecules). ``embedding`` is the time embedding of ``mlp`` and ``pairwise``.
+    """
+
+    kind: Literal["mlp", "pairwise", "egnn"] = "mlp"
     hidden: int = 128
     n_layers: int = 4
     time_dim: int = 64
@@ -76,6 +87,7 @@ class ModelConfig:
     def __post_init__(self):
         require(self.hidden >= 1 and self.n_layers >= 1, "hidden", "hidden and n_layers must be >= 1")
         require(self.time_dim >= 2 and self.time_dim % 2 == 0, "time_dim", "must be even and >= 2")
+        require(self.kind != "egnn" or self.embedding == "positional", "embedding", "egnn uses positional only")
 
 
 @dataclass(frozen=True)
@@ -119,9 +131,10 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything that defines one training run on an analytic target."""
+    """Everything that defines one training run: on an analytic ``target`` or on molecular ``data``."""
 
     target: TargetConfig = field(default_factory=TargetConfig)
+    data: MolecularDataConfig | None = None
     end_target: TargetConfig | None = None
     process: ProcessConfig = field(default_factory=ProcessConfig)
     grid: GridConfig = field(default_factory=GridConfig)
@@ -136,10 +149,21 @@ class ExperimentConfig:
                 "is required for (and only for) process.kind: interpolant")
         if self.end_target is not None:
             require(self.end_target.dim == self.target.dim, "end_target.dim", "must equal target.dim")
-        problem = grid_process_mismatch(self.grid, self.process)
+        if self.data is not None:
+            require(self.target == TargetConfig(), "target", "give either target (analytic) or data (molecular)")
+            require(not interpolant, "process.kind", "molecular data trains a diffusion (vp or edm)")
+        else:
+            require(self.model.kind == "mlp", "model.kind", f"{self.model.kind} needs molecular data (data:)")
+        problem = grid_process_mismatch(self.grid, self.process, self.sigma_data)
         require(problem is None, problem[0] if problem else "grid", problem[1] if problem else "")
         problem = loss_process_mismatch(self.loss, self.process.kind)
         require(problem is None, "loss.dsm_weighting", problem or "")
+
+
+    @property
+    def sigma_data(self) -> float | None:
+        """σ_d: 1 for the standardised analytic targets, the data's (None until computed) for molecules."""
+        return SIGMA_DATA if self.data is None else self.data.sigma_data
 
 
 #: Per-dimension standard deviation σ_d of the (standardised) analytic targets, as the model assumes.
@@ -148,8 +172,11 @@ SIGMA_DATA = 1.0
 PRIOR_SIGMA_RATIO = 10.0
 
 
-def grid_process_mismatch(grid: GridConfig, process: ProcessConfig) -> tuple[str, str] | None:
+def grid_process_mismatch(grid: GridConfig, process: ProcessConfig, sigma_data: float | None = SIGMA_DATA
+                          ) -> tuple[str, str] | None:
     """``(key, why)`` if the level grid does not fit the process, else None.
+
+    ``sigma_data`` None (molecular data whose σ_d is not computed yet) skips the prior check.
 
     Rules: ``karras`` grids are σ levels, so only for ``edm`` (where t = σ); ``log_snr`` grids only for
     diffusions; ``vp`` is defined on t ≤ 1 and the interpolant on t < 1 (its noise γ vanishes at 1). For
@@ -169,12 +196,12 @@ def grid_process_mismatch(grid: GridConfig, process: ProcessConfig) -> tuple[str
         return "grid.t_max", f"the VP process is defined on t <= 1, got {grid.t_max}"
     if process.kind == "interpolant" and grid.t_max >= 1.0:
         return "grid.t_max", f"the interpolant's noise vanishes at t = 1; need t_max < 1, got {grid.t_max}"
-    if process.kind != "interpolant":
+    if process.kind != "interpolant" and sigma_data is not None:
         sigma_max = float(build_process(process).sigma(torch.tensor(grid.t_max, dtype=torch.float64)))
-        needed = PRIOR_SIGMA_RATIO * SIGMA_DATA
+        needed = PRIOR_SIGMA_RATIO * sigma_data
         if sigma_max < needed:
-            hint = "e.g. grid: {kind: karras, t_min: 0.002, t_max: 80}" if process.kind == "edm" else \
-                "raise t_max towards 1 or beta_max"
+            hint = (f"e.g. grid: {{kind: karras, t_min: {0.002 * sigma_data:g}, t_max: {80 * sigma_data:g}}}"
+                    if process.kind == "edm" else "raise t_max towards 1 or beta_max")
             return "grid.t_max", (f"the last level must be the normalised prior: {process.kind} needs σ(t_max) >= "
                                   f"{needed:g} (10·σ_d), got σ({grid.t_max:g}) = {sigma_max:.3g}; {hint}")
     return None
@@ -212,10 +239,26 @@ def build_grid(config: GridConfig, process) -> torch.Tensor:
     return log_snr_grid(process, config.t_min, config.t_max, config.n_levels)
 
 
-def build_model(config: ExperimentConfig) -> EnergyModel:
-    """A freshly initialised energy model (the exact Gaussian base at every level)."""
+def build_model(config: ExperimentConfig, molecule: Molecule | None = None) -> EnergyModel:
+    """A freshly initialised energy model (the exact Gaussian base at every level).
+
+    Molecular configs (``config.data``) need ``molecule``; the model then works on centred
+    ``(n_atoms, 3)`` configurations with σ_d = ``molecule.sigma_data``.
+    """
     process = build_process(config.process)
     levels = build_grid(config.grid, process)
-    net = TimeConditionedMLP(config.target.dim, config.model.hidden, config.model.n_layers,
-                             config.model.time_dim, config.model.embedding)
-    return EnergyModel(net, process, levels, sigma_data=SIGMA_DATA, event_shape=(config.target.dim,))
+    m = config.model
+    if config.data is None:
+        net = TimeConditionedMLP(config.target.dim, m.hidden, m.n_layers, m.time_dim, m.embedding)
+        return EnergyModel(net, process, levels, sigma_data=SIGMA_DATA, event_shape=(config.target.dim,))
+    if molecule is None:
+        raise ValueError("a molecular experiment needs its Molecule (atom types, bonds, statistics)")
+    n = molecule.n_atoms
+    if m.kind == "pairwise":
+        net = PairwisePotential(n, molecule.bonds, molecule.pair_mean, molecule.pair_std, m.hidden, m.n_layers,
+                                m.time_dim, m.embedding)
+    elif m.kind == "egnn":
+        net = EGNN(molecule.atom_types, molecule.bonds, m.hidden, m.n_layers, m.time_dim)
+    else:
+        net = TimeConditionedMLP(3 * n, m.hidden, m.n_layers, m.time_dim, m.embedding)
+    return EnergyModel(net, process, levels, sigma_data=molecule.sigma_data, event_shape=(n, 3), particles=True)

@@ -1,0 +1,123 @@
+"""Metrics of (weighted) alanine-dipeptide samples against a reference ensemble.
+
+Samples come from any sampler (SMC, reweighted flow samples, Langevin chains) as configurations
+``(N, n, 3)`` with optional log-weights and cluster ids (resampling ancestors or Langevin walkers,
+for the error bars). The metrics, all against the reference (MD) ensemble:
+
+* ``dF_phi`` ± ``dF_phi_se``: ΔF(φ > 0 vs φ < 0) in kT (:func:`~boltzclf.estimators.populations.phi_sign_free_energy`),
+  ``dF_phi_error`` = sample − reference and ``dF_phi_z`` = that over the combined standard error;
+* ``pmf_error``: ScoreMD's φ/ψ PMF error in kT² (:func:`~boltzclf.estimators.dihedral_histograms.pmf_error`);
+* ``t_w2``: Wasserstein-2 between the φ/ψ clouds on the torus (radians); ``e_w2``: between the true
+  reduced energies in kT (all-atom samples only);
+* ``ess``: Kish ESS/N of the weights, or, for unweighted correlated chains, n_eff/N of the ΔF estimate.
+
+**Chirality.** The force field is invariant under reflection, so its Boltzmann density gives the mirror
+image of every configuration (D-alanine) the same weight. An E(3)-invariant learned energy is too, and
+a sampler driven by one produces both. Every sample whose Cα is of the other hand than the reference's
+is reflected (x → −x on the centred configuration; this also flips φ and ψ): a measure-preserving map
+under which both densities are unchanged, so weights stay valid. ``n_mirrored`` reports how many.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from boltzclf.estimators.dihedral_histograms import pmf_error
+from boltzclf.estimators.importance import effective_sample_size
+from boltzclf.estimators.populations import phi_sign_free_energy
+from boltzclf.estimators.wasserstein import energy_w2, torus_w2
+from boltzclf.openmm.cvs import dihedral
+
+#: Alanine dipeptide (openmmtools atom order): φ = C(ACE)–N–CA–C, ψ = N–CA–C–N(NME).
+ALDP_PHI, ALDP_PSI = (4, 6, 8, 14), (6, 8, 14, 16)
+#: Cα chirality: sign of (N − CA)·[(C − CA) × (CB − CA)] with atoms (CA, N, C, CB).
+ALDP_CHIRAL_CENTRE = (8, 6, 14, 10)
+#: The 5 backbone heavy atoms of the coarse-grained model (C, N, CA, C, N); φ and ψ in bead numbering.
+ALDP_BACKBONE = (4, 6, 8, 14, 16)
+CG_PHI, CG_PSI = (0, 1, 2, 3), (1, 2, 3, 4)
+
+
+def backbone_angles(x: torch.Tensor, phi_atoms=ALDP_PHI, psi_atoms=ALDP_PSI) -> np.ndarray:
+    """(φ, ψ) ``(N, 2)`` in radians of configurations ``x`` ``(N, n, 3)``."""
+    quads = torch.tensor([phi_atoms, psi_atoms], dtype=torch.long)
+    with torch.no_grad():
+        return dihedral(x.to(torch.float64), quads).cpu().numpy()
+
+
+def chirality(x: torch.Tensor, centre=ALDP_CHIRAL_CENTRE) -> torch.Tensor:
+    """Sign ``(N,)`` (+1/−1) of the triple product at a stereocentre ``(centre, a, b, c)``."""
+    o, a, b, c = (x[:, i] for i in centre)
+    return torch.sign(((a - o) * torch.linalg.cross(b - o, c - o)).sum(-1))
+
+
+def match_chirality(x: torch.Tensor, reference_sign: float, centre=ALDP_CHIRAL_CENTRE) -> tuple[torch.Tensor, int]:
+    """Reflect (x → −x, centred) every configuration whose stereocentre has the other hand.
+
+    Returns the configurations ``(N, n, 3)`` and the number reflected.
+    """
+    mirrored = chirality(x, centre) != reference_sign
+    xc = x - x.mean(dim=1, keepdim=True)
+    return torch.where(mirrored[:, None, None], -xc, xc), int(mirrored.sum())
+
+
+def aldp_angles(samples: torch.Tensor, atoms: np.ndarray, native: np.ndarray) -> tuple[np.ndarray, int]:
+    """(φ, ψ) ``(N, 2)`` of all-atom or 5-bead backbone alanine-dipeptide samples ``(N, n, 3)``.
+
+    All-atom samples of the other hand than ``native`` ``(22, 3)`` (the system's own structure) are
+    reflected first; returns the angles and the number reflected (0 for beads, which carry no Cα hand).
+    """
+    if tuple(int(a) for a in atoms) == ALDP_BACKBONE:
+        return backbone_angles(samples, CG_PHI, CG_PSI), 0
+    sign = float(chirality(torch.as_tensor(native, dtype=torch.float64)[None])[0])
+    fixed, n_mirrored = match_chirality(samples.to(torch.float64), sign)
+    return backbone_angles(fixed), n_mirrored
+
+
+@dataclass
+class Reference:
+    """A reference ensemble: angles ``(M, 2)``, true reduced energies ``(M,)`` (None for CG), ΔF ± SE (kT)."""
+
+    angles: np.ndarray
+    energies: np.ndarray | None
+    dF_phi: float
+    dF_phi_se: float
+
+
+def sample_metrics(reference: Reference, angles: np.ndarray, log_w: np.ndarray | None, clusters: np.ndarray,
+                   energies: np.ndarray | None = None, weighted: bool = True, seed: int = 0) -> dict:
+    """The metrics of one sampler's output (see the module docstring).
+
+    Parameters
+    ----------
+    reference
+        The reference ensemble.
+    angles
+        ``(N, 2)`` (φ, ψ) in radians.
+    log_w
+        ``(N,)`` log-weights (None: equal).
+    clusters
+        ``(N,)`` ids of dependent groups (ancestors, walkers) for the ΔF error bar.
+    energies
+        ``(N,)`` true reduced energies in kT (None: no E-W2).
+    weighted
+        ``ess`` is the Kish ESS/N of ``log_w`` (True) or n_eff/N of the ΔF estimate (correlated chains).
+    """
+    n = angles.shape[0]
+    finite = np.isfinite(log_w) if log_w is not None else np.ones(n, dtype=bool)
+    lw = log_w[finite] if log_w is not None else None
+    estimate = phi_sign_free_energy(angles[finite, 0], lw, clusters=clusters[finite])
+    value, se = float(estimate.value), float(estimate.se)
+    combined = float(np.hypot(se, reference.dF_phi_se))
+    ess = float(effective_sample_size(torch.as_tensor(lw))) * lw.size / n if weighted and lw is not None \
+        else float(estimate.n_eff) / n
+    return {
+        "ess": ess, "n": n, "n_nonfinite_weights": int((~finite).sum()),
+        "e_w2": energy_w2(reference.energies, energies[finite], None, lw)
+        if energies is not None and reference.energies is not None else None,
+        "t_w2": torus_w2(reference.angles, angles[finite], None, lw, seed=seed),
+        "dF_phi": value, "dF_phi_se": se, "dF_phi_error": value - reference.dF_phi,
+        "dF_phi_z": (value - reference.dF_phi) / combined if combined > 0 else None,
+        "pmf_error": pmf_error(reference.angles, angles[finite], None, lw).value,
+    }

@@ -1,0 +1,349 @@
+"""The ``boltzmann_generator`` workflow: a learned energy of alanine dipeptide, put to work and judged.
+
+Stages, each resumable (a finished stage is reused when the command is run again):
+
+1. **Reference** (``OUT/reference``, or an existing ``reference_ensemble`` run): MD frames at the
+   target temperature, their true reduced energies and ΔF(φ > 0 vs φ < 0) ± SE.
+2. **Training** (``OUT/<method>``): one all-atom energy per loss in ``methods`` (e.g. DSM and
+   DSM + DiffCLF) on the reference frames, all warm-started from one shared ``pretrain`` run
+   (``OUT/pretrain``), the same budget for every method; likewise a coarse-grained energy on the
+   backbone beads (``OUT/cg_pretrain``, ``OUT/cg_<method>``) when ``coarse_grained`` is given.
+3. **Sampling** the true Boltzmann density with each energy: ``smc`` (SMC along the diffusion path with
+   the true density at t = 0), ``reweighting`` (probability-flow samples importance-weighted by the
+   true density), ``langevin`` (Langevin dynamics on the learned U_θ(t_min, ·), unweighted) and
+   ``cg_langevin`` (Langevin on the coarse-grained U_θ: a learned potential of mean force). Plus the
+   **mode-blindness check**: SMC down to the learned density itself gives ``learned_dF_phi``, the
+   basin free-energy difference the energy implies before any reweighting.
+4. **Metrics** (:mod:`boltzclf.evaluation.molecular_samples`) of every method × sampler against the
+   reference, into ``OUT/results.json``, ``OUT/report.png`` and ``OUT/report.md``.
+
+Each sampler's record (``OUT/<method>/<sampler>.json``) and samples (``<sampler>.npz``: φ/ψ,
+log-weights, clusters, true energies) are kept; delete a record to redo that sampler.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from boltzclf.core import atomic, rundir
+from boltzclf.core.config import apply_preset, from_mapping, load_yaml, require, to_dict
+from boltzclf.core.errors import BoltzclfError, ConfigError
+from boltzclf.dynamics.output import load_frames
+from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, Reference, aldp_angles, backbone_angles, \
+    sample_metrics
+from boltzclf.estimators.populations import phi_sign_free_energy
+from boltzclf.losses import LossConfig
+from boltzclf.openmm.system import load_system
+from boltzclf.pipelines import reference as reference_workflow
+from boltzclf.pipelines.compare import PretrainConfig, pretrain_experiment
+from boltzclf.pipelines.experiment import train_experiment, validation_losses
+from boltzclf.pipelines.sampling import SampleConfig, draw, sampling_problem
+from boltzclf.plots.boltzmann_generator import boltzmann_generator_report
+from boltzclf.training.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("smc", "reweighting", "langevin", "cg_langevin")
+
+
+@dataclass(frozen=True)
+class ReferenceSource:
+    """Where the reference ensemble comes from: an existing ``reference_ensemble`` output directory
+    (``run``), or a ``reference_ensemble`` workflow YAML (with an optional ``preset``) run into
+    ``OUT/reference``."""
+
+    run: str | None = None
+    workflow: str | None = None
+    preset: str | None = None
+
+    def __post_init__(self):
+        require((self.run is None) != (self.workflow is None), "run", "give exactly one of run or workflow")
+        require(self.preset is None or self.workflow is not None, "preset", "only with workflow")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How each energy is put to work (same settings for every method).
+
+    particles, groups, levels, resample_threshold, mcmc_steps, step_size: SMC (``levels`` log-SNR
+    spaced path levels, 0 = the model's grid; MALA ``step_size`` in nm²). reweighting_particles,
+    ode_steps: probability-flow samples (RK4, exact divergence) weighted by the true density.
+    walkers, langevin_steps, dt (ps), friction (1/ps), record_every, integrator: Langevin on the
+    learned U(t_min, ·) with atomic masses, from the model's ancestral samples.
+    """
+
+    samplers: tuple[Literal["smc", "reweighting", "langevin", "cg_langevin"], ...] = SAMPLERS
+    particles: int = 1024
+    groups: int = 8
+    levels: int = 0
+    resample_threshold: float = 0.3
+    mcmc_steps: int = 0
+    step_size: float = 1e-6
+    reweighting_particles: int = 1024
+    ode_steps: int = 0
+    walkers: int = 64
+    langevin_steps: int = 2000
+    dt: float = 0.0005
+    friction: float = 1.0
+    record_every: int = 50
+    integrator: Literal["baoab", "mala"] = "baoab"
+    seed: int = 0
+
+    def sample_config(self, sampler: str, target: str = "exact") -> SampleConfig:
+        """The :class:`~boltzclf.pipelines.sampling.SampleConfig` of one sampler."""
+        common = {"seed": self.seed, "levels": self.levels}
+        if sampler == "smc":
+            return SampleConfig("smc", n=self.particles, target=target, groups=self.groups,
+                                resample_threshold=self.resample_threshold, mcmc_steps=self.mcmc_steps,
+                                step_size=self.step_size, **common)
+        if sampler == "reweighting":
+            return SampleConfig("ode", n=self.reweighting_particles, ode_steps=self.ode_steps, groups=1, **common)
+        return SampleConfig("langevin", n=self.walkers, target="model", groups=1, langevin_steps=self.langevin_steps,
+                            integrator=self.integrator, dt=self.dt, friction=self.friction,
+                            record_every=self.record_every, step_size=self.step_size, **common)
+
+    def __post_init__(self):
+        try:
+            for sampler in set(self.samplers) | {"smc"}:
+                self.sample_config(sampler)
+        except ConfigError as exc:
+            require(False, "particles", str(exc))
+
+
+@dataclass(frozen=True)
+class BoltzmannGeneratorWorkflow:
+    """Reference → training (each of ``methods``) → sampling → metrics; see the module docstring.
+
+    ``experiment`` is the all-atom training run (its ``data.trajectory`` is filled in with the
+    reference); ``coarse_grained`` the backbone-bead one (``data.atoms`` = 4, 6, 8, 14, 16).
+    """
+
+    workflow: Literal["boltzmann_generator"]
+    reference: ReferenceSource
+    experiment: ExperimentConfig
+    methods: dict[str, LossConfig]
+    pretrain: PretrainConfig | None = None
+    coarse_grained: ExperimentConfig | None = None
+    cg_pretrain: PretrainConfig | None = None
+    sampling: SamplerOptions = field(default_factory=SamplerOptions)
+    description: str = ""
+
+    def __post_init__(self):
+        require(len(self.methods) > 0, "methods", "name at least one method")
+        require(self.experiment.data is not None, "experiment.data", "the workflow trains on molecular data")
+        require(self.experiment.data.atoms is None, "experiment.data.atoms", "the all-atom model keeps every atom")
+        for name in self.methods:
+            require(not name.startswith(("cg_", "pretrain")) and name != "reference", f"methods.{name}",
+                    "names starting with cg_ or pretrain, and 'reference', are output directories")
+        if self.coarse_grained is not None:
+            data = self.coarse_grained.data
+            require(data is not None and data.atoms == ALDP_BACKBONE, "coarse_grained.data.atoms",
+                    f"must be the backbone beads {list(ALDP_BACKBONE)}")
+        require(self.cg_pretrain is None or self.coarse_grained is not None, "cg_pretrain",
+                "needs coarse_grained")
+        require("cg_langevin" not in self.sampling.samplers or self.coarse_grained is not None,
+                "sampling.samplers", "cg_langevin needs coarse_grained")
+
+
+def run(workflow: BoltzmannGeneratorWorkflow, out: str | Path, device: torch.device) -> dict:
+    """Run (or resume) the workflow into ``out``; returns ``results.json``'s content."""
+    out = rundir.prepare(out, to_dict(workflow), seed=workflow.sampling.seed, device=str(device))
+    reference_dir = _reference_run(workflow.reference, out, device)
+    system = load_system(workflow.experiment.data.system)
+    reference, summary = _load_reference(system, reference_dir)
+    results: dict = {"reference": summary}
+    samples: dict = {}
+    branches = [("", workflow.experiment, workflow.pretrain, ("smc", "reweighting", "langevin"))]
+    if workflow.coarse_grained is not None:
+        branches.append(("cg_", workflow.coarse_grained, workflow.cg_pretrain, ("cg_langevin",)))
+    for prefix, experiment, pretrain, samplers in branches:
+        experiment = _with_trajectory(experiment, reference_dir)
+        if pretrain is not None:
+            experiment = pretrain_experiment(experiment, pretrain, out / f"{prefix}pretrain", device)
+        for method, loss in workflow.methods.items():
+            record = results.setdefault(method, {})
+            config = dataclasses.replace(experiment, loss=loss)
+            run_dir = out / f"{prefix}{method}"
+            started = time.perf_counter()
+            model = train_experiment(config, run_dir, device).eval()
+            _note_training(run_dir, config, time.perf_counter() - started)
+            problem = sampling_problem(model, config, device)
+            if not prefix:
+                record.update(_learned_basins(problem, workflow.sampling, run_dir))
+                record["validation"] = _cached(run_dir / "validation.json", lambda: validation_losses(model, config))
+            record[f"{prefix}training"] = json.loads((run_dir / "training.json").read_text())
+            for sampler in samplers:
+                if sampler in workflow.sampling.samplers:
+                    record[sampler], samples[(method, sampler)] = _sample(problem, sampler, workflow.sampling,
+                                                                          reference, run_dir)
+    results["summary"] = _summary(results, workflow.methods)
+    atomic.write_json(out / "results.json", results)
+    atomic.write_text(out / "report.md", markdown_report(results, workflow))
+    figure = boltzmann_generator_report(reference, samples, results, title=workflow.description)
+    atomic.save_figure(out / "report.png", figure)
+    plt.close(figure)
+    return results
+
+
+def _reference_run(source: ReferenceSource, out: Path, device: torch.device) -> Path:
+    """The reference run's directory, running the reference workflow first if asked to."""
+    if source.run is not None:
+        path = Path(source.run)
+        if not (path / "results.json").exists() or not (path / "dynamics").is_dir():
+            raise BoltzclfError(f"reference.run: {path} is not a finished reference_ensemble run "
+                                "(no results.json and dynamics/)")
+        return path
+    config = from_mapping(reference_workflow.ReferenceEnsembleWorkflow,
+                          apply_preset(load_yaml(source.workflow), source.preset, source.workflow), source.workflow)
+    path = out / "reference"
+    if not (path / "results.json").exists():
+        reference_workflow.run(config, path, device)
+    return path
+
+
+def _load_reference(system, reference_dir: Path) -> tuple[Reference, dict]:
+    """The reference's frames as angles and true energies, and its headline numbers."""
+    summary = json.loads((reference_dir / "results.json").read_text())
+    frames = load_frames(reference_dir / "dynamics")  # (F, W, N, 3)
+    energies = np.load(reference_dir / "dynamics" / "energies.npz")["reduced_energy"]  # (F, W) kT
+    angles = backbone_angles(torch.from_numpy(frames.reshape(-1, *frames.shape[2:])))
+    delta = summary["delta_f_phi_positive_vs_negative"]
+    reference = Reference(angles, energies.reshape(-1).astype(np.float64), delta["value_kT"], delta["se_kT"])
+    return reference, {"dF_phi": delta["value_kT"], "dF_phi_se": delta["se_kT"], "frames": int(angles.shape[0]),
+                       "wall_s": summary.get("dynamics", {}).get("wall_s"), "run": str(reference_dir)}
+
+
+def _with_trajectory(experiment: ExperimentConfig, reference_dir: Path) -> ExperimentConfig:
+    return dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, trajectory=str(reference_dir)))
+
+
+def _note_training(run_dir: Path, config: ExperimentConfig, wall_s: float) -> None:
+    """Record the training's wall time once (a later reuse of the finished run takes no time)."""
+    path = run_dir / "training.json"
+    if not path.exists():
+        atomic.write_json(path, {"steps": config.training.steps, "warm_start": config.training.warm_start,
+                                 "wall_s": wall_s, "sigma_data_nm": config.data.sigma_data if config.data else None})
+
+
+def _cached(path: Path, compute):
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    atomic.write_json(path, value)
+    return value
+
+
+def _learned_basins(problem, options: SamplerOptions, run_dir: Path) -> dict:
+    """ΔF(φ > 0 vs φ < 0) of the learned density at t_min (SMC down the model's own levels)."""
+    def compute() -> dict:
+        outcome = draw(problem, options.sample_config("smc", target="model"),
+                       torch.Generator().manual_seed(options.seed))
+        arrays = outcome["arrays"]
+        angles, _ = aldp_angles(arrays["samples"], problem.atoms, problem.system.positions)
+        estimate = phi_sign_free_energy(angles[:, 0], arrays["log_weights"].cpu().numpy(),
+                                        clusters=arrays["ancestors"].cpu().numpy())
+        return {"learned_dF_phi": float(estimate.value), "learned_dF_phi_se": float(estimate.se),
+                "learned_ess": outcome["diagnostics"]["ess_final"]}
+    return _cached(run_dir / "learned_basins.json", compute)
+
+
+def _sample(problem, sampler: str, options: SamplerOptions, reference: Reference, run_dir: Path
+            ) -> tuple[dict, dict]:
+    """One sampler's metrics (cached in ``run_dir/<sampler>.json``) and its per-sample arrays."""
+    record_path, arrays_path = run_dir / f"{sampler}.json", run_dir / f"{sampler}.npz"
+    if record_path.exists() and arrays_path.exists():
+        return json.loads(record_path.read_text()), dict(np.load(arrays_path))
+    started = time.perf_counter()
+    outcome = draw(problem, options.sample_config("langevin" if sampler == "cg_langevin" else sampler),
+                   torch.Generator().manual_seed(options.seed))
+    wall_s = time.perf_counter() - started
+    arrays, diagnostics = outcome["arrays"], outcome["diagnostics"]
+    angles, n_mirrored = aldp_angles(arrays["samples"], problem.atoms, problem.system.positions)
+    weighted = sampler in ("smc", "reweighting")
+    log_w = arrays["log_weights"].detach().cpu().numpy().astype(np.float64)
+    clusters = arrays["ancestors"].cpu().numpy()
+    energies = None
+    if problem.target is not None:
+        with torch.no_grad():
+            energies = problem.target.energy(arrays["samples"].detach().to(torch.float64)).cpu().numpy()
+    record = sample_metrics(reference, angles, log_w if weighted else None, clusters, energies, weighted,
+                            options.seed)
+    record.update(wall_s=wall_s, n_mirrored=n_mirrored, n_model_evals=_model_evals(diagnostics, sampler, options),
+                  n_energy_evals=_energy_evals(diagnostics, sampler, options), diagnostics=diagnostics)
+    saved = {"angles": angles, "log_w": log_w, "clusters": clusters}
+    if energies is not None:
+        saved["energies"] = energies
+    atomic.save_npz(arrays_path, **saved)
+    atomic.write_json(record_path, record)
+    return record, saved
+
+
+def _model_evals(diagnostics: dict, sampler: str, options: SamplerOptions) -> int:
+    """Per-configuration evaluations of the learned energy (with its gradient)."""
+    if sampler == "reweighting":
+        return int(diagnostics["n_function_evaluations"]) * options.reweighting_particles
+    return int(diagnostics["n_model_evals"])
+
+
+def _energy_evals(diagnostics: dict, sampler: str, options: SamplerOptions) -> int:
+    """Per-configuration evaluations of the true energy the sampler needed (metrics' evaluations excluded)."""
+    if sampler == "smc":
+        return int(diagnostics["n_target_evals"])
+    return options.reweighting_particles if sampler == "reweighting" else 0
+
+
+def _summary(results: dict, methods) -> dict:
+    """The headline comparisons of the issue's acceptance list."""
+    ref = results["reference"]
+    rows = {}
+    for method in methods:
+        r = results[method]
+        rows[method] = {
+            "learned_dF_phi_error": r["learned_dF_phi"] - ref["dF_phi"] if r.get("learned_dF_phi") is not None
+            else None,
+            **{f"{sampler}_dF_phi_z": r[sampler]["dF_phi_z"] for sampler in SAMPLERS if sampler in r},
+            **{f"{sampler}_ess": r[sampler]["ess"] for sampler in SAMPLERS if sampler in r},
+        }
+    return rows
+
+
+def markdown_report(results: dict, workflow: BoltzmannGeneratorWorkflow) -> str:
+    """A short Markdown report: the reference, then one table row per method and sampler."""
+    ref = results["reference"]
+    lines = [f"# {workflow.description or 'Alanine dipeptide Boltzmann generator'}", "",
+             f"Reference: ΔF(φ > 0 vs φ < 0) = {ref['dF_phi']:.3f} ± {ref['dF_phi_se']:.3f} kT from "
+             f"{ref['frames']} MD frames ({ref['run']}).", "",
+             "| method | sampler | ESS/N | ΔF_φ / kT | error / kT | z | PMF error / kT² | T-W2 | E-W2 / kT | wall / s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for method in workflow.methods:
+        r = results[method]
+        if "learned_dF_phi" in r:
+            error = r["learned_dF_phi"] - ref["dF_phi"] if r["learned_dF_phi"] is not None else None
+            lines.append(f"| {method} | learned U(t_min) | {_fmt(r['learned_ess'], '.3g')} | "
+                         f"{_fmt(r['learned_dF_phi'], '.3f')} ± {_fmt(r['learned_dF_phi_se'], '.3f')} | "
+                         f"{_fmt(error, '+.3f')} | | | | | |")
+        for sampler in SAMPLERS:
+            if sampler not in r:
+                continue
+            s = r[sampler]
+            lines.append(f"| {method} | {sampler} | {_fmt(s['ess'], '.3g')} | {_fmt(s['dF_phi'], '.3f')} ± "
+                         f"{_fmt(s['dF_phi_se'], '.3f')} | {_fmt(s['dF_phi_error'], '+.3f')} | {_fmt(s['dF_phi_z'], '+.2f')} | "
+                         f"{_fmt(s['pmf_error'], '.3g')} | {_fmt(s['t_w2'], '.3g')} | {_fmt(s['e_w2'], '.3g')} | "
+                         f"{_fmt(s['wall_s'], '.0f')} |")
+    lines += ["", "ESS/N: Kish ESS of the weights (smc, reweighting, learned U) or n_eff/N of the ΔF estimate "
+              "(Langevin chains). z: (ΔF − ΔF_ref) / combined SE.", ""]
+    return "\n".join(lines)
+
+
+def _fmt(value, spec: str) -> str:
+    """``value`` formatted, or "–" where it is undefined (None/NaN written as null)."""
+    return "–" if value is None else format(value, spec)
