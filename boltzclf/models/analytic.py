@@ -1,7 +1,9 @@
 """Exact time-dependent energies of Gaussian-mixture targets, behind the same interface as learned ones.
 
 :class:`MixtureMarginalEnergy` returns the exact normalised log p_t, so its free energies are all 0.
-It is the reference "perfect model" for testing losses, metrics and samplers.
+It is the reference "perfect model" for testing losses, metrics and samplers. A particle mixture
+(:meth:`~boltzclf.targets.gmm.GaussianMixture.on_centred_subspace`) gives a particle model: inputs and
+noise are centred and densities count d = 3(n_atoms − 1) dimensions, as for learned molecular energies.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ class MixtureMarginalEnergy(TimeDependentEnergy):
     """U(t, x) = −log p_t(x) for a mixture target under ``process`` (``end``: interpolant's t = 1 target).
 
     Evaluated in the input's dtype; ``levels`` ``(n_levels,)`` is the grid the losses draw from.
+    ``particles`` follows ``start`` (then ``x`` is ``(B, n_atoms, 3)`` and diffusions only).
     """
 
     def __init__(self, start: GaussianMixture, process, levels: torch.Tensor, end: GaussianMixture | None = None):
         super().__init__()
-        self._init_geometry(process, levels, 1.0, start.event_shape, particles=False)
+        self._init_geometry(process, levels, 1.0, start.event_shape, particles=start.particles)
         self.start = start
         self.end = end
         self.register_buffer("free_energies", torch.zeros(len(levels)))

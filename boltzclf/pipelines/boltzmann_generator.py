@@ -37,6 +37,7 @@ import torch
 from boltzclf.core import atomic, rundir
 from boltzclf.core.config import apply_preset, from_mapping, load_yaml, require, to_dict
 from boltzclf.core.errors import BoltzclfError, ConfigError
+from boltzclf.core.formatting import fmt
 from boltzclf.dynamics.output import load_frames
 from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, Reference, aldp_angles, backbone_angles, \
     sample_metrics
@@ -106,8 +107,8 @@ class SamplerOptions:
                                 resample_threshold=self.resample_threshold, mcmc_steps=self.mcmc_steps,
                                 step_size=self.step_size, **common)
         if sampler == "reweighting":
-            return SampleConfig("ode", n=self.reweighting_particles, ode_steps=self.ode_steps, groups=1, **common)
-        return SampleConfig("langevin", n=self.walkers, target="model", groups=1, langevin_steps=self.langevin_steps,
+            return SampleConfig("ode", n=self.reweighting_particles, ode_steps=self.ode_steps, **common)
+        return SampleConfig("langevin", n=self.walkers, target="model", langevin_steps=self.langevin_steps,
                             integrator=self.integrator, dt=self.dt, friction=self.friction,
                             record_every=self.record_every, step_size=self.step_size, **common)
 
@@ -217,8 +218,9 @@ def _load_reference(system, reference_dir: Path) -> tuple[Reference, dict]:
     energies = np.load(reference_dir / "dynamics" / "energies.npz")["reduced_energy"]  # (F, W) kT
     angles = backbone_angles(torch.from_numpy(frames.reshape(-1, *frames.shape[2:])))
     delta = summary["delta_f_phi_positive_vs_negative"]
-    reference = Reference(angles, energies.reshape(-1).astype(np.float64), delta["value_kT"], delta["se_kT"])
-    return reference, {"dF_phi": delta["value_kT"], "dF_phi_se": delta["se_kT"], "frames": int(angles.shape[0]),
+    value, se = (float("nan") if delta[key] is None else delta[key] for key in ("value_kT", "se_kT"))  # null: undefined
+    reference = Reference(angles, energies.reshape(-1).astype(np.float64), value, se)
+    return reference, {"dF_phi": value, "dF_phi_se": se, "frames": int(angles.shape[0]),
                        "wall_s": summary.get("dynamics", {}).get("wall_s"), "run": str(reference_dir)}
 
 
@@ -320,7 +322,7 @@ def markdown_report(results: dict, workflow: BoltzmannGeneratorWorkflow) -> str:
     """A short Markdown report: the reference, then one table row per method and sampler."""
     ref = results["reference"]
     lines = [f"# {workflow.description or 'Alanine dipeptide Boltzmann generator'}", "",
-             f"Reference: ΔF(φ > 0 vs φ < 0) = {ref['dF_phi']:.3f} ± {ref['dF_phi_se']:.3f} kT from "
+             f"Reference: ΔF(φ > 0 vs φ < 0) = {fmt(ref['dF_phi'], '.3f')} ± {fmt(ref['dF_phi_se'], '.3f')} kT from "
              f"{ref['frames']} MD frames ({ref['run']}).", "",
              "| method | sampler | ESS/N | ΔF_φ / kT | error / kT | z | PMF error / kT² | T-W2 | E-W2 / kT | wall / s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -328,22 +330,18 @@ def markdown_report(results: dict, workflow: BoltzmannGeneratorWorkflow) -> str:
         r = results[method]
         if "learned_dF_phi" in r:
             error = r["learned_dF_phi"] - ref["dF_phi"] if r["learned_dF_phi"] is not None else None
-            lines.append(f"| {method} | learned U(t_min) | {_fmt(r['learned_ess'], '.3g')} | "
-                         f"{_fmt(r['learned_dF_phi'], '.3f')} ± {_fmt(r['learned_dF_phi_se'], '.3f')} | "
-                         f"{_fmt(error, '+.3f')} | | | | | |")
+            lines.append(f"| {method} | learned U(t_min) | {fmt(r['learned_ess'], '.3g')} | "
+                         f"{fmt(r['learned_dF_phi'], '.3f')} ± {fmt(r['learned_dF_phi_se'], '.3f')} | "
+                         f"{fmt(error, '+.3f')} | | | | | |")
         for sampler in SAMPLERS:
             if sampler not in r:
                 continue
             s = r[sampler]
-            lines.append(f"| {method} | {sampler} | {_fmt(s['ess'], '.3g')} | {_fmt(s['dF_phi'], '.3f')} ± "
-                         f"{_fmt(s['dF_phi_se'], '.3f')} | {_fmt(s['dF_phi_error'], '+.3f')} | {_fmt(s['dF_phi_z'], '+.2f')} | "
-                         f"{_fmt(s['pmf_error'], '.3g')} | {_fmt(s['t_w2'], '.3g')} | {_fmt(s['e_w2'], '.3g')} | "
-                         f"{_fmt(s['wall_s'], '.0f')} |")
+            lines.append(f"| {method} | {sampler} | {fmt(s['ess'], '.3g')} | {fmt(s['dF_phi'], '.3f')} ± "
+                         f"{fmt(s['dF_phi_se'], '.3f')} | {fmt(s['dF_phi_error'], '+.3f')} | {fmt(s['dF_phi_z'], '+.2f')} | "
+                         f"{fmt(s['pmf_error'], '.3g')} | {fmt(s['t_w2'], '.3g')} | {fmt(s['e_w2'], '.3g')} | "
+                         f"{fmt(s['wall_s'], '.0f')} |")
     lines += ["", "ESS/N: Kish ESS of the weights (smc, reweighting, learned U) or n_eff/N of the ΔF estimate "
               "(Langevin chains). z: (ΔF − ΔF_ref) / combined SE.", ""]
     return "\n".join(lines)
 
-
-def _fmt(value, spec: str) -> str:
-    """``value`` formatted, or "–" where it is undefined (None/NaN written as null)."""
-    return "–" if value is None else format(value, spec)

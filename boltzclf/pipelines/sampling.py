@@ -92,7 +92,8 @@ class SampleConfig:
     def __post_init__(self):
         require(self.n >= 2, "n", f"must be >= 2, got {self.n}")
         require(self.levels == 0 or self.levels >= 2, "levels", "must be 0 (the model's grid) or >= 2")
-        require(self.groups >= 1 and self.n % self.groups == 0 and self.n // self.groups >= 2, "groups",
+        require(self.sampler not in ("smc", "ais") or (self.groups >= 1 and self.n % self.groups == 0
+                                                         and self.n // self.groups >= 2), "groups",
                 f"n ({self.n}) must be a multiple of groups ({self.groups}) with >= 2 particles per group")
         require(0.0 <= self.resample_threshold <= 1.0, "resample_threshold", "must be in [0, 1]")
         require(self.no_resample_last >= 0 and self.mcmc_steps >= 0, "mcmc_steps", "counts must be >= 0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from boltzclf.core.formatting import fmt
 from boltzclf.estimators.pmf import histogram_free_energy
 
 VMAX_KT = 10.0
@@ -50,13 +51,14 @@ def boltzmann_generator_report(reference, samples: dict, results: dict, title: s
     axes = fig.subplots(2, columns, squeeze=False)
     ref = results["reference"]
     _ramachandran(axes[0, 0], fig, reference.angles, None,
-                  f"reference MD ({ref['frames']} frames): ΔF_φ = {ref['dF_phi']:.2f} ± {ref['dF_phi_se']:.2f} kT")
+                  f"reference MD ({ref['frames']} frames): ΔF_φ = {fmt(ref['dF_phi'], '.2f')} ± "
+                  f"{fmt(ref['dF_phi_se'], '.2f')} kT")
     for ax, method in zip(axes[0, 1:], methods):
         if (method, "smc") in samples:
             s, r = samples[(method, "smc")], results[method]["smc"]
             _ramachandran(ax, fig, s["angles"], s["log_w"],
-                          f"{method}: SMC to the true density, ESS/N {r['ess']:.3f}\n"
-                          f"ΔF_φ = {r['dF_phi']:.2f} ± {r['dF_phi_se']:.2f} kT")
+                          f"{method}: SMC to the true density, ESS/N {fmt(r['ess'], '.3f')}\n"
+                          f"ΔF_φ = {fmt(r['dF_phi'], '.2f')} ± {fmt(r['dF_phi_se'], '.2f')} kT")
         else:
             ax.axis("off")
     for ax in axes[0, 1 + len(methods):]:

@@ -1,0 +1,118 @@
+"""Metrics of alanine-dipeptide samples: chirality repair, φ/ψ, ΔF with weights, and the workflow's records."""
+import json
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import pytest
+import torch
+
+from boltzclf.cli.main import main
+from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, Reference, aldp_angles, chirality, sample_metrics
+from boltzclf.forcefield.target import torch_target
+from boltzclf.openmm.system import load_system
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def system():
+    return load_system(REPO / "systems" / "alanine_dipeptide_implicit.yaml")
+
+
+def _mdtraj_angles(system, x: np.ndarray) -> np.ndarray:
+    traj = mdtraj.Trajectory(x.astype(np.float32), system.mdtraj_topology)
+    return np.column_stack([mdtraj.compute_phi(traj)[1][:, 0], mdtraj.compute_psi(traj)[1][:, 0]])
+
+
+def test_mirror_images_are_detected_and_reflected_back(system):
+    rng = np.random.default_rng(0)
+    native = system.positions
+    x = native[None] + 0.01 * rng.standard_normal((6, 22, 3))
+    mirrored = x.copy()
+    mirrored[::2] = -mirrored[::2]  # D-alanine: the same energy, φ and ψ of opposite sign
+    target = torch_target(system)
+    with torch.no_grad():
+        assert torch.allclose(target.energy(torch.from_numpy(mirrored)), target.energy(torch.from_numpy(x)), atol=1e-8)
+    signs = chirality(torch.from_numpy(mirrored))
+    assert (signs[::2] != signs[1::2]).all()
+    angles, n_mirrored = aldp_angles(torch.from_numpy(mirrored), np.arange(22), native)
+    assert n_mirrored == 3
+    np.testing.assert_allclose(angles, _mdtraj_angles(system, x), atol=1e-5)
+
+
+def test_backbone_bead_angles_equal_the_all_atom_dihedrals(system):
+    x = system.positions[None] + 0.02 * np.random.default_rng(1).standard_normal((5, 22, 3))
+    beads = torch.from_numpy(x[:, list(ALDP_BACKBONE)])
+    angles, n_mirrored = aldp_angles(beads, np.array(ALDP_BACKBONE), system.positions)
+    assert n_mirrored == 0
+    np.testing.assert_allclose(angles, _mdtraj_angles(system, x), atol=1e-5)
+
+
+def test_free_energy_difference_with_weights_and_its_error_sign():
+    rng = np.random.default_rng(2)
+    n = 40000
+    phi = np.where(rng.random(n) < 0.25, 1.0, -1.5)  # P(φ > 0) = 1/4
+    angles = np.column_stack([phi, rng.uniform(-np.pi, np.pi, n)])
+    reference = Reference(angles, None, float(np.log(3.0)), 0.01)
+    unweighted = sample_metrics(reference, angles, None, np.arange(n), weighted=False)
+    assert unweighted["dF_phi"] == pytest.approx(np.log(3.0), abs=4 * unweighted["dF_phi_se"])
+    log_w = np.where(phi > 0, np.log(2.0), 0.0)  # doubles the positive side: ΔF = ln(3/2)
+    weighted = sample_metrics(reference, angles, log_w, np.arange(n))
+    assert weighted["dF_phi"] == pytest.approx(np.log(1.5), abs=4 * weighted["dF_phi_se"])
+    assert weighted["dF_phi_error"] == pytest.approx(weighted["dF_phi"] - np.log(3.0))
+    assert weighted["dF_phi_error"] < 0 and weighted["dF_phi_z"] < -10
+    # Kish ESS/N of two weight values 2 (share 1/4) and 1: (Σw)²/(NΣw²) = (1.25)² / 1.75
+    assert weighted["ess"] == pytest.approx(1.25 ** 2 / 1.75, rel=0.02)
+    assert weighted["e_w2"] is None and weighted["pmf_error"] > unweighted["pmf_error"]
+
+
+@pytest.fixture(scope="module")
+def workflow_smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bg") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        assert main(["run", "workflows/aldp_boltzmann_generator.yaml", "--preset", "smoke", "--out", str(out),
+                     "--device", "cpu"]) == 0
+    return out
+
+
+KEYS = {"ess", "e_w2", "t_w2", "dF_phi", "dF_phi_se", "dF_phi_error", "pmf_error", "wall_s", "n_model_evals",
+        "n_energy_evals"}
+
+
+def test_workflow_smoke_writes_every_record(workflow_smoke):
+    results = json.loads((workflow_smoke / "results.json").read_text())
+    reference = json.loads((workflow_smoke / "reference" / "results.json").read_text())
+    assert results["reference"]["dF_phi"] == reference["delta_f_phi_positive_vs_negative"]["value_kT"]
+    assert results["reference"]["frames"] == reference["frames_at_target_temperature"]
+    for method in ("dsm", "diffclf"):
+        assert "learned_dF_phi" in results[method]
+        for sampler in ("smc", "reweighting", "langevin", "cg_langevin"):
+            assert KEYS <= set(results[method][sampler]), (method, sampler)
+        assert results[method]["cg_langevin"]["e_w2"] is None  # no true coarse-grained energy
+        assert results[method]["smc"]["n_energy_evals"] > 0
+    for name in ("report.png", "report.md"):
+        assert (workflow_smoke / name).stat().st_size > 0
+
+
+def test_workflow_records_match_their_saved_samples(workflow_smoke):
+    results = json.loads((workflow_smoke / "results.json").read_text())
+    for sampler, weighted in (("smc", True), ("langevin", False)):
+        saved = np.load(workflow_smoke / "diffclf" / f"{sampler}.npz")
+        w = np.exp(saved["log_w"] - saved["log_w"].max()) if weighted else np.ones(len(saved["log_w"]))
+        wrapped = (saved["angles"][:, 0] + np.pi) % (2 * np.pi) - np.pi
+        positive = w[wrapped >= 0].sum()
+        expected = -np.log(positive / w[wrapped < 0].sum()) if positive > 0 else np.inf
+        recorded = results["diffclf"][sampler]["dF_phi"]
+        assert recorded == pytest.approx(expected) if np.isfinite(expected) else recorded is None  # JSON null
+
+
+def test_workflow_resumes_without_redoing_anything(workflow_smoke):
+    before = {p: p.stat().st_mtime_ns for p in workflow_smoke.rglob("*.json") if p.name != "results.json"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        assert main(["run", "workflows/aldp_boltzmann_generator.yaml", "--preset", "smoke", "--out",
+                     str(workflow_smoke), "--device", "cpu"]) == 0
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before
