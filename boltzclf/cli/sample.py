@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     parser.add_argument("--resample-threshold", type=float, default=_DEFAULTS["resample_threshold"])
     parser.add_argument("--no-resample-last", type=int, default=0, help="no resampling in the last M moves")
     parser.add_argument("--mcmc-steps", type=int, default=0, help="MALA moves per SMC level")
+    parser.add_argument("--bridge-levels", type=int, default=0,
+                        help="smc: anneal from the learned first level to the exact target over this many levels, "
+                             "with the --mcmc-steps MALA moves there")
     parser.add_argument("--step-size", type=float, default=_DEFAULTS["step_size"], help="MALA step size h")
     parser.add_argument("--langevin-steps", type=int, default=_DEFAULTS["langevin_steps"])
     parser.add_argument("--integrator", choices=("mala", "baoab", "ghmc"), default=_DEFAULTS["integrator"])

@@ -13,8 +13,11 @@ equivariant message passing. The features of a (noised, scaled) configuration x�
   mirror image (L- and D-alanine; for the 5-bead ALDP backbone, (φ, ψ) and (−φ, −ψ)) the same energy;
   τ tells them apart, so the learned density follows the data's chirality.
 
-A residual time-conditioned MLP maps the features to the scalar Φ_θ(c, x̃) (zero at initialisation,
-so the energy model starts as its Gaussian base). Cost is linear in the number of pairs; the network
+A residual time-conditioned MLP maps the features to the scalar Φ_θ(c, x̃), plus a quadratic term
+Σ_ij κ_ij(c) z_ij² with per-pair stiffnesses κ(c) from the time embedding alone: bond stretches and
+angle bends are close to harmonic in these z, so this term carries most of the stiff energy exactly
+and leaves the MLP the anharmonic rest (both are zero at initialisation, so the energy model starts as
+its Gaussian base). Cost is linear in the number of pairs; the network
 is not permutation-equivariant (see :mod:`boltzclf.models.egnn` for a graph network that is).
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from boltzclf.models.networks import TimeConditionedMLP
+from boltzclf.models.networks import SinusoidalEmbedding, TimeConditionedMLP
 
 #: Soft bound of the standardised distances: z/√(1 + (z/Z_SCALE)²) → ±Z_SCALE.
 Z_SCALE = 8.0
@@ -88,17 +91,22 @@ class PairwisePotential(nn.Module):
         self.register_buffer("pair_std", torch.ones(n_pairs) if pair_std is None else pair_std.float().clone())
         n_features = 2 * n_pairs + self.quads.shape[0]
         self.mlp = TimeConditionedMLP(n_features, hidden, n_layers, time_dim, embedding, out_dim=1)
+        self.stiffness = nn.Sequential(SinusoidalEmbedding(time_dim), nn.Linear(time_dim, hidden), nn.GELU(),
+                                       nn.Linear(hidden, n_pairs))
+        nn.init.zeros_(self.stiffness[-1].weight)
+        nn.init.zeros_(self.stiffness[-1].bias)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Invariant features ``(B, 2P + Q)`` of ``x`` ``(B, n, 3)``."""
+    def standardised_distances(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair distances ``(B, P)`` of ``x`` ``(B, n, 3)`` and their softly bounded standard scores z."""
         d = (x[:, self.pair_i] - x[:, self.pair_j]).norm(dim=-1)
         z = (d - self.pair_mean.to(x.dtype)) / self.pair_std.to(x.dtype)
-        z = z / torch.sqrt(1.0 + (z / Z_SCALE) ** 2)
-        return torch.cat([d, z, _chirality(x, self.quads)], dim=1)
+        return d, z / torch.sqrt(1.0 + (z / Z_SCALE) ** 2)
 
     def forward(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``c`` ``(B,)``, ``x`` ``(B, n, 3)`` → Φ ``(B, 1)``."""
-        return self.mlp(c, self.features(x))
+        d, z = self.standardised_distances(x)
+        harmonic = (self.stiffness(c) * z.pow(2)).sum(dim=1, keepdim=True)
+        return self.mlp(c, torch.cat([d, z, _chirality(x, self.quads)], dim=1)) + harmonic
 
 
 def _chirality(x: torch.Tensor, quads: torch.Tensor) -> torch.Tensor:

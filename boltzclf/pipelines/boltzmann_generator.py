@@ -75,8 +75,10 @@ class ReferenceSource:
 class SamplerOptions:
     """How each energy is put to work (same settings for every method).
 
-    particles, groups, levels, resample_threshold, mcmc_steps, step_size: SMC (``levels`` log-SNR
-    spaced path levels, 0 = the model's grid; MALA ``step_size`` in nm²). reweighting_particles,
+    particles, groups, levels, resample_threshold, bridge_levels, mcmc_steps, step_size: SMC
+    (``levels`` log-SNR spaced path levels, 0 = the model's grid; ``bridge_levels`` annealing levels
+    from the learned first level to the true density, :mod:`boltzclf.sampling.bridge`, with
+    ``mcmc_steps`` MALA moves of initial ``step_size`` (nm², adapted) at each). reweighting_particles,
     ode_steps: probability-flow samples (RK4, exact divergence) weighted by the true density.
     walkers, langevin_steps, dt (ps), friction (1/ps), record_every, integrator: Langevin on the
     learned U(t_min, ·) with atomic masses, from the model's ancestral samples.
@@ -87,7 +89,8 @@ class SamplerOptions:
     groups: int = 8
     levels: int = 0
     resample_threshold: float = 0.3
-    mcmc_steps: int = 0
+    bridge_levels: int = 32
+    mcmc_steps: int = 4
     step_size: float = 1e-6
     reweighting_particles: int = 1024
     ode_steps: int = 0
@@ -103,9 +106,10 @@ class SamplerOptions:
         """The :class:`~boltzclf.pipelines.sampling.SampleConfig` of one sampler."""
         common = {"seed": self.seed, "levels": self.levels}
         if sampler == "smc":
+            bridge = self.bridge_levels if target == "exact" else 0
             return SampleConfig("smc", n=self.particles, target=target, groups=self.groups,
-                                resample_threshold=self.resample_threshold, mcmc_steps=self.mcmc_steps,
-                                step_size=self.step_size, **common)
+                                resample_threshold=self.resample_threshold, bridge_levels=bridge,
+                                mcmc_steps=self.mcmc_steps if bridge else 0, step_size=self.step_size, **common)
         if sampler == "reweighting":
             return SampleConfig("ode", n=self.reweighting_particles, ode_steps=self.ode_steps, **common)
         return SampleConfig("langevin", n=self.walkers, target="model", langevin_steps=self.langevin_steps,

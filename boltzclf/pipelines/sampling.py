@@ -37,6 +37,7 @@ from boltzclf.openmm.system import load_system
 from boltzclf.pipelines.experiment import load_trained
 from boltzclf.plots.sampling import ess_trace_figure
 from boltzclf.sampling.ancestral import ancestral_sample
+from boltzclf.sampling.bridge import BridgedPath, BridgeKernels
 from boltzclf.sampling.kernels import DiffusionKernels
 from boltzclf.sampling.langevin import run_langevin
 from boltzclf.sampling.ode import FlowSolver, probability_flow_sample
@@ -59,7 +60,10 @@ class SampleConfig:
     Langevin energy; ``model`` samples the learned energy itself. levels: size of the level grid the
     path sampler walks (log-SNR spaced between the model's first and last level; 0 = the model's own
     grid). kernel, posterior_variance: reverse kernel. groups, resample_threshold, no_resample_last,
-    mcmc_steps, step_size: SMC settings (step_size is also the MALA step). langevin_steps,
+    mcmc_steps, step_size: SMC settings (step_size is also the MALA step). bridge_levels: SMC with an
+    exact target only: anneal from the learned first level to the target over this many extra levels
+    (:mod:`boltzclf.sampling.bridge`), with the mcmc_steps MALA moves at those levels only (0: the
+    target replaces the first level in one move, and MALA moves, if any, run at every level). langevin_steps,
     integrator, dt, friction: Langevin on U(t_0, ·) (toy targets: unit masses, kT = 1; molecules: amu,
     the system's temperature, ps and 1/ps), started from ancestral samples; record_every keeps every
     record_every-th step of every walker (0: only the last; a walker's frames are one error cluster). ode_steps:
@@ -79,6 +83,7 @@ class SampleConfig:
     resample_threshold: float = 0.3
     no_resample_last: int = 0
     mcmc_steps: int = 0
+    bridge_levels: int = 0
     step_size: float = 1e-3
     langevin_steps: int = 1000
     integrator: Literal["baoab", "mala", "ghmc"] = "mala"
@@ -97,6 +102,9 @@ class SampleConfig:
                 f"n ({self.n}) must be a multiple of groups ({self.groups}) with >= 2 particles per group")
         require(0.0 <= self.resample_threshold <= 1.0, "resample_threshold", "must be in [0, 1]")
         require(self.no_resample_last >= 0 and self.mcmc_steps >= 0, "mcmc_steps", "counts must be >= 0")
+        require(self.bridge_levels >= 0, "bridge_levels", "must be >= 0")
+        require(self.bridge_levels == 0 or (self.sampler == "smc" and self.target == "exact"), "bridge_levels",
+                "bridges lead to an exact target: only for sampler smc with target exact")
         require(self.step_size > 0 and self.dt > 0 and self.friction > 0, "step_size",
                 "step_size, dt and friction must be positive")
         require(self.langevin_steps >= 1, "langevin_steps", "must be >= 1")
@@ -212,9 +220,13 @@ def _weighted_outcome(result) -> dict:
 
 
 def _smc(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
-    path, kernels = _path_and_kernels(model, target, config)
+    if config.bridge_levels:
+        path, kernels = _path_and_kernels(model, None, config)
+        path, kernels = BridgedPath(path, target, config.bridge_levels), BridgeKernels(kernels, config.bridge_levels)
+    else:
+        path, kernels = _path_and_kernels(model, target, config)
     settings = SMCSettings(config.n, config.groups, config.resample_threshold, config.no_resample_last,
-                           config.mcmc_steps, config.step_size)
+                           config.mcmc_steps, mcmc_last=config.bridge_levels, mcmc_step_size=config.step_size)
     return _weighted_outcome(smc(path, kernels, settings, generator, device=model.levels.device, progress=True))
 
 

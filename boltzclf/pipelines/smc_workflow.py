@@ -69,7 +69,7 @@ class SMCOptions:
 
     def settings(self) -> SMCSettings:
         return SMCSettings(self.n_particles, self.n_groups, self.resample_threshold, self.no_resample_last,
-                           self.mcmc_steps, self.step_size)
+                           self.mcmc_steps, mcmc_step_size=self.step_size)
 
 
 @dataclass(frozen=True)

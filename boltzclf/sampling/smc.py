@@ -43,7 +43,8 @@ class SMCSettings:
     n_particles: total particles N (a multiple of ``n_groups``). n_groups: independent runs G for the
     log Z error bar. resample_threshold: resample a group when its ESS/n falls below this (0: never).
     no_resample_last: no resampling in the last m moves. mcmc_steps: MALA moves per level (0: none).
-    mcmc_step_size: initial MALA step h (units of x²). target_acceptance: MALA acceptance aimed at.
+    mcmc_last: MALA moves only in the last m moves (0: in every move; e.g. the levels of a
+    :class:`~boltzclf.sampling.bridge.BridgedPath`). mcmc_step_size: initial MALA step h (units of x²). target_acceptance: MALA acceptance aimed at.
     """
 
     n_particles: int = 4096
@@ -51,6 +52,7 @@ class SMCSettings:
     resample_threshold: float = 0.3
     no_resample_last: int = 0
     mcmc_steps: int = 0
+    mcmc_last: int = 0
     mcmc_step_size: float = 1e-3
     target_acceptance: float = 0.574
 
@@ -60,8 +62,8 @@ class SMCSettings:
                              "with at least 2 particles per group")
         if not 0.0 <= self.resample_threshold <= 1.0:
             raise ValueError(f"resample_threshold must be in [0, 1], got {self.resample_threshold}")
-        if self.no_resample_last < 0 or self.mcmc_steps < 0:
-            raise ValueError("no_resample_last and mcmc_steps must be >= 0")
+        if self.no_resample_last < 0 or self.mcmc_steps < 0 or self.mcmc_last < 0:
+            raise ValueError("no_resample_last, mcmc_steps and mcmc_last must be >= 0")
         if self.mcmc_step_size <= 0 or not 0.0 < self.target_acceptance < 1.0:
             raise ValueError("mcmc_step_size must be positive and target_acceptance in (0, 1)")
 
@@ -150,12 +152,12 @@ def smc(path, kernels, settings: SMCSettings, generator: torch.Generator, dtype:
             flat = (indices + per_group * torch.arange(groups, device=indices.device)[:, None]).reshape(-1)
             x, logp, score, ancestors = x[flat], logp[flat], score[flat], ancestors[flat]
             log_w = torch.where(resampled[:, None], 0.0, grouped).reshape(-1)
-        if settings.mcmc_steps:
+        if settings.mcmc_steps and (settings.mcmc_last == 0 or k < settings.mcmc_last):
             x, logp, score, rate, step_size = _mala_moves(path, k, x, logp, score, step_size, settings, generator)
             trace["acceptance"].append(rate)
         else:
             trace["acceptance"].append(float("nan"))
-        trace["step_sizes"].append(step_size if settings.mcmc_steps else float("nan"))
+        trace["step_sizes"].append(step_size if not math.isnan(trace["acceptance"][-1]) else float("nan"))
     grouped = log_w.reshape(groups, per_group)
     log_z_groups += torch.logsumexp(grouped, 1) - math.log(per_group)
     log_z, log_z_se = _pooled_log_z(log_z_groups)

@@ -1,0 +1,95 @@
+"""An annealing bridge from a learned energy's first level to the true target, as extra SMC levels.
+
+Replacing the learned density at the first level t_min by the true Boltzmann density in one SMC move
+(:class:`~boltzclf.sampling.paths.LearnedPath` with ``final_target``) puts the whole model error into
+one incremental weight; for a molecule whose learned energy is off by a few kT per configuration the
+weights collapse there. The bridge spreads that step over ``n_bridge`` geometric-mean levels
+
+    log π̃_j(x) = (1 − β_j) log p̃_θ(t_min, x) + β_j log π̃_true(x),   β_j = 1 − j/n_bridge,
+
+j = 0 (the true target) … n_bridge (the learned first level). Between bridge levels the kernel is the
+identity, so the incremental weight is (β_j − β_{j+1}) [log π̃_true(x) − log p̃_θ(t_min, x)], and MCMC
+moves that leave π̃_j invariant (MALA in :func:`~boltzclf.sampling.smc.smc`, ``mcmc_last``) restore the
+particles' diversity after resampling: annealed importance sampling / SMC samplers (Neal 2001;
+Del Moral, Doucet & Jasra 2006) appended to the diffusion path. The final weighted particles still
+target the true density exactly; the learned path supplies the basins' weights, the bridge the local
+(bond, angle) detail the model gets wrong.
+"""
+from __future__ import annotations
+
+import torch
+
+from boltzclf.sampling.paths import target_log_prob_and_score
+
+
+class BridgedPath:
+    """A learned path (without final target) followed by ``n_bridge`` annealing levels to ``target``.
+
+    Level k ≥ n_bridge is the inner path's level k − n_bridge; level j < n_bridge is the geometric mean
+    with β_j = 1 − j/n_bridge. Same interface as :class:`~boltzclf.sampling.paths.LearnedPath`.
+    """
+
+    def __init__(self, path, target, n_bridge: int):
+        if n_bridge < 1:
+            raise ValueError(f"a bridge needs n_bridge >= 1 levels, got {n_bridge}")
+        if getattr(path, "final_target", None) is not None:
+            raise ValueError("bridge from the learned first level: build the inner path without final_target")
+        self.path = path
+        self.target = target
+        self.n_bridge = n_bridge
+        self.space = path.space
+        self.betas = 1.0 - torch.arange(n_bridge + 1, dtype=torch.float64) / n_bridge  # β_0 = 1 … β_n = 0
+        self._target_evals = 0
+
+    @property
+    def n_levels(self) -> int:
+        return self.path.n_levels + self.n_bridge
+
+    @property
+    def n_model_evals(self) -> int:
+        return self.path.n_model_evals
+
+    @property
+    def n_target_evals(self) -> int:
+        return self._target_evals
+
+    def initial(self, n: int, generator: torch.Generator, dtype: torch.dtype, device):
+        return self.path.initial(n, generator, dtype, device)
+
+    def log_density(self, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log π̃_k(x) (B,) float64, ∇ log π̃_k(x) like x)``."""
+        if k >= self.n_bridge:
+            return self.path.log_density(k - self.n_bridge, x)
+        beta = float(self.betas[k])
+        model_logp, model_score = self.path.log_density(0, x)
+        self._target_evals += x.shape[0]
+        target_logp, target_score = target_log_prob_and_score(self.target, x)
+        return ((1.0 - beta) * model_logp + beta * target_logp,
+                (1.0 - beta) * model_score + beta * target_score.to(model_score.dtype))
+
+    def hessian(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("bridged paths use kernels without Hessians")
+
+
+class BridgeKernels:
+    """The inner path's kernels above the bridge, the identity between bridge levels."""
+
+    def __init__(self, kernels, n_bridge: int):
+        if kernels.needs_hessian:
+            raise ValueError("bridged paths use kernels without Hessians (posterior_variance='isotropic')")
+        self.kernels = kernels
+        self.n_bridge = n_bridge
+        self.needs_hessian = False
+
+    def reverse(self, k: int, x_next: torch.Tensor, score_next: torch.Tensor, generator: torch.Generator,
+                hessian: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A move from level k + 1 to level k: ``(x_k, log M_k(x_k | x_{k+1}))``."""
+        if k >= self.n_bridge:
+            return self.kernels.reverse(k - self.n_bridge, x_next, score_next, generator, hessian)
+        return x_next, torch.zeros(x_next.shape[0], dtype=torch.float64, device=x_next.device)
+
+    def forward_log_prob(self, k: int, x: torch.Tensor, x_next: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """log L_k(x_{k+1} | x_k) (0 for the identity)."""
+        if k >= self.n_bridge:
+            return self.kernels.forward_log_prob(k - self.n_bridge, x, x_next, score)
+        return torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
