@@ -53,8 +53,10 @@ def test_free_energy_difference_with_weights_and_its_error_sign():
     rng = np.random.default_rng(2)
     n = 40000
     phi = np.where(rng.random(n) < 0.25, 1.0, -1.5)  # P(φ > 0) = 1/4
-    angles = np.column_stack([phi, rng.uniform(-np.pi, np.pi, n)])
-    reference = Reference(angles, None, float(np.log(3.0)), 0.01)
+    psi = np.full(n, 2.0)  # 115°: with φ = −1.5 rad (−86°) that is C7eq; φ > 0 is αL
+    angles = np.column_stack([phi, psi])
+    reference = Reference(angles, None, float(np.log(3.0)), 0.01,
+                          {"C7eq": 0.75, "C5": 0.0, "alphaR": 0.0, "alphaL": 0.25, "other": 0.0})
     unweighted = sample_metrics(reference, angles, None, np.arange(n), weighted=False)
     assert unweighted["dF_phi"] == pytest.approx(np.log(3.0), abs=4 * unweighted["dF_phi_se"])
     log_w = np.where(phi > 0, np.log(2.0), 0.0)  # doubles the positive side: ΔF = ln(3/2)
@@ -65,6 +67,10 @@ def test_free_energy_difference_with_weights_and_its_error_sign():
     # Kish ESS/N of two weight values 2 (share 1/4) and 1: (Σw)²/(NΣw²) = (1.25)² / 1.75
     assert weighted["ess"] == pytest.approx(1.25 ** 2 / 1.75, rel=0.02)
     assert weighted["e_w2"] is None and weighted["pmf_error"] > unweighted["pmf_error"]
+    # doubling the αL weight: populations 0.6 / 0.4, a total-variation distance of 0.15 from 0.75 / 0.25
+    assert weighted["populations"]["alphaL"]["value"] == pytest.approx(0.4, abs=4 * weighted["populations"]["alphaL"]["se"])
+    assert weighted["populations_tv"] == pytest.approx(0.15, abs=0.02)
+    assert unweighted["populations_tv"] < 0.02
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +84,7 @@ def workflow_smoke(tmp_path_factory) -> Path:
 
 
 KEYS = {"ess", "e_w2", "t_w2", "dF_phi", "dF_phi_se", "dF_phi_error", "pmf_error", "wall_s", "n_model_evals",
-        "n_energy_evals"}
+        "n_energy_evals", "populations_tv", "n_clusters"}
 
 
 def test_workflow_smoke_writes_every_record(workflow_smoke):
@@ -87,7 +93,7 @@ def test_workflow_smoke_writes_every_record(workflow_smoke):
     assert results["reference"]["dF_phi"] == reference["delta_f_phi_positive_vs_negative"]["value_kT"]
     assert results["reference"]["frames"] == reference["frames_at_target_temperature"]
     for method in ("dsm", "diffclf"):
-        assert "learned_dF_phi" in results[method]
+        assert "learned_dF_phi" in results[method] and "learned_populations_tv" in results[method]
         for sampler in ("smc", "reweighting", "langevin", "cg_langevin"):
             assert KEYS <= set(results[method][sampler]), (method, sampler)
         assert results[method]["cg_langevin"]["e_w2"] is None  # no true coarse-grained energy

@@ -228,6 +228,8 @@ def test_train_cli_on_a_trajectory_then_sample_cli(trajectory, tmp_path, capsys)
     assert "coarse-grained" in capsys.readouterr().err
     assert not (tmp_path / "cg_smc").exists()
     assert main(["sample", str(tmp_path / "cg"), "--sampler", "langevin", "--target", "model", "--n", "4",
-                 "--langevin-steps", "10", "--record-every", "5", "--dt", "0.0005", "--out",
-                 str(tmp_path / "cg_langevin")]) == 0
-    assert np.load(tmp_path / "cg_langevin" / "samples.npz")["samples"].shape == (8, 5, 3)
+                 "--langevin-steps", "10", "--record-every", "5", "--dt", "0.0005", "--start", "smc",
+                 "--start-particles", "16", "--groups", "2", "--out", str(tmp_path / "cg_langevin")]) == 0
+    langevin = np.load(tmp_path / "cg_langevin" / "samples.npz")
+    assert langevin["samples"].shape == (8, 5, 3)  # 2 recorded frames x 4 walkers, step-major
+    assert langevin["ancestors"].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]

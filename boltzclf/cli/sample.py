@@ -53,6 +53,10 @@ def register(subparsers) -> None:
     parser.add_argument("--friction", type=float, default=_DEFAULTS["friction"])
     parser.add_argument("--record-every", type=int, default=0,
                         help="langevin: keep every K-th step of every walker (0 = only the last step)")
+    parser.add_argument("--start", choices=("ancestral", "smc"), default="ancestral",
+                        help="langevin: start from ancestral samples or from SMC samples of the model's own density")
+    parser.add_argument("--start-particles", type=int, default=_DEFAULTS["start_particles"],
+                        help="langevin --start smc: SMC particles resampled to the walkers")
     parser.add_argument("--ode-steps", type=int, default=0, help="RK4 steps of the ODE (0 = one per level)")
     parser.add_argument("--walkers", type=int, default=_DEFAULTS["walkers"], help="replica: walkers per level")
     parser.add_argument("--warmup", type=int, default=_DEFAULTS["warmup"], help="replica: adaptation steps")

@@ -6,10 +6,15 @@ for the error bars). The metrics, all against the reference (MD) ensemble:
 
 * ``dF_phi`` ± ``dF_phi_se``: ΔF(φ > 0 vs φ < 0) in kT (:func:`~boltzclf.estimators.populations.phi_sign_free_energy`),
   ``dF_phi_error`` = sample − reference and ``dF_phi_z`` = that over the combined standard error;
+* ``populations`` (C7eq, C5, αR, αL ± SE, :func:`~boltzclf.estimators.populations.basin_populations`) and
+  ``populations_tv``, their total-variation distance ½ Σ |p − p_ref| from the reference's: unlike
+  ΔF(φ > 0 vs φ < 0), whose φ > 0 basin holds 0.3 % of the reference, these are measurable with the
+  few independent lineages a CPU-trained energy leaves SMC;
 * ``pmf_error``: ScoreMD's φ/ψ PMF error in kT² (:func:`~boltzclf.estimators.dihedral_histograms.pmf_error`);
 * ``t_w2``: Wasserstein-2 between the φ/ψ clouds on the torus (radians); ``e_w2``: between the true
   reduced energies in kT (all-atom samples only);
-* ``ess``: Kish ESS/N of the weights, or, for unweighted correlated chains, n_eff/N of the ΔF estimate.
+* ``ess``: Kish ESS/N of the weights, or, for unweighted correlated chains, n_eff/N of the ΔF estimate;
+  ``n_clusters``: distinct ancestors (after SMC resampling: the independent lineages left) or walkers.
 
 **Chirality.** The force field is invariant under reflection, so its Boltzmann density gives the mirror
 image of every configuration (D-alanine) the same weight. An E(3)-invariant learned energy is too, and
@@ -26,7 +31,7 @@ import torch
 
 from boltzclf.estimators.dihedral_histograms import pmf_error
 from boltzclf.estimators.importance import effective_sample_size
-from boltzclf.estimators.populations import phi_sign_free_energy
+from boltzclf.estimators.populations import basin_populations, phi_sign_free_energy
 from boltzclf.estimators.wasserstein import energy_w2, torus_w2
 from boltzclf.openmm.cvs import dihedral
 
@@ -77,12 +82,23 @@ def aldp_angles(samples: torch.Tensor, atoms: np.ndarray, native: np.ndarray) ->
 
 @dataclass
 class Reference:
-    """A reference ensemble: angles ``(M, 2)``, true reduced energies ``(M,)`` (None for CG), ΔF ± SE (kT)."""
+    """A reference ensemble: angles ``(M, 2)``, true reduced energies ``(M,)`` (None for CG), ΔF ± SE (kT)
+    and basin populations ``{name: fraction}``."""
 
     angles: np.ndarray
     energies: np.ndarray | None
     dF_phi: float
     dF_phi_se: float
+    populations: dict[str, float]
+
+
+def populations_and_distance(angles: np.ndarray, log_w: np.ndarray | None, clusters: np.ndarray,
+                             reference: dict[str, float]) -> tuple[dict, float]:
+    """Basin populations ``{name: {"value", "se"}}`` of (φ, ψ) ``angles`` ``(N, 2)`` and their
+    total-variation distance from ``reference``."""
+    populations = basin_populations(angles[:, 0], angles[:, 1], log_w, clusters).as_dict()["populations"]
+    tv = 0.5 * sum(abs(populations[name]["value"] - reference[name]) for name in reference)
+    return populations, tv
 
 
 def sample_metrics(reference: Reference, angles: np.ndarray, log_w: np.ndarray | None, clusters: np.ndarray,
@@ -110,14 +126,17 @@ def sample_metrics(reference: Reference, angles: np.ndarray, log_w: np.ndarray |
     estimate = phi_sign_free_energy(angles[finite, 0], lw, clusters=clusters[finite])
     value, se = float(estimate.value), float(estimate.se)
     combined = float(np.hypot(se, reference.dF_phi_se))
+    populations, tv = populations_and_distance(angles[finite], lw, clusters[finite], reference.populations)
     ess = float(effective_sample_size(torch.as_tensor(lw))) * lw.size / n if weighted and lw is not None \
         else float(estimate.n_eff) / n
     return {
-        "ess": ess, "n": n, "n_nonfinite_weights": int((~finite).sum()),
+        "ess": ess, "n": n, "n_clusters": int(np.unique(clusters[finite]).size),
+        "n_nonfinite_weights": int((~finite).sum()),
         "e_w2": energy_w2(reference.energies, energies[finite], None, lw)
         if energies is not None and reference.energies is not None else None,
         "t_w2": torus_w2(reference.angles, angles[finite], None, lw, seed=seed),
         "dF_phi": value, "dF_phi_se": se, "dF_phi_error": value - reference.dF_phi,
         "dF_phi_z": (value - reference.dF_phi) / combined if combined > 0 else None,
         "pmf_error": pmf_error(reference.angles, angles[finite], None, lw).value,
+        "populations": populations, "populations_tv": tv,
     }

@@ -40,7 +40,7 @@ from boltzclf.core.errors import BoltzclfError, ConfigError
 from boltzclf.core.formatting import fmt
 from boltzclf.dynamics.output import load_frames
 from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, Reference, aldp_angles, backbone_angles, \
-    sample_metrics
+    populations_and_distance, sample_metrics
 from boltzclf.estimators.populations import phi_sign_free_energy
 from boltzclf.losses import LossConfig
 from boltzclf.openmm.system import load_system
@@ -81,7 +81,7 @@ class SamplerOptions:
     ``mcmc_steps`` MALA moves of initial ``step_size`` (nm², adapted) at each). reweighting_particles,
     ode_steps: probability-flow samples (RK4, exact divergence) weighted by the true density.
     walkers, langevin_steps, dt (ps), friction (1/ps), record_every, integrator: Langevin on the
-    learned U(t_min, ·) with atomic masses, from the model's ancestral samples.
+    learned U(t_min, ·) with atomic masses, started from SMC samples of the learned density itself.
     """
 
     samplers: tuple[Literal["smc", "reweighting", "langevin", "cg_langevin"], ...] = SAMPLERS
@@ -114,7 +114,8 @@ class SamplerOptions:
             return SampleConfig("ode", n=self.reweighting_particles, ode_steps=self.ode_steps, **common)
         return SampleConfig("langevin", n=self.walkers, target="model", langevin_steps=self.langevin_steps,
                             integrator=self.integrator, dt=self.dt, friction=self.friction,
-                            record_every=self.record_every, step_size=self.step_size, **common)
+                            record_every=self.record_every, step_size=self.step_size, start="smc",
+                            start_particles=self.particles, groups=self.groups, **common)
 
     def __post_init__(self):
         try:
@@ -180,10 +181,10 @@ def run(workflow: BoltzmannGeneratorWorkflow, out: str | Path, device: torch.dev
             run_dir = out / f"{prefix}{method}"
             started = time.perf_counter()
             model = train_experiment(config, run_dir, device).eval()
-            _note_training(run_dir, config, time.perf_counter() - started)
-            problem = sampling_problem(model, config, device)
+            _note_training(run_dir, config, model.sigma_data, time.perf_counter() - started)
+            problem = sampling_problem(model, config)
             if not prefix:
-                record.update(_learned_basins(problem, workflow.sampling, run_dir))
+                record.update(_learned_basins(problem, workflow.sampling, reference, run_dir))
                 record["validation"] = _cached(run_dir / "validation.json", lambda: validation_losses(model, config))
             record[f"{prefix}training"] = json.loads((run_dir / "training.json").read_text())
             for sampler in samplers:
@@ -223,8 +224,10 @@ def _load_reference(system, reference_dir: Path) -> tuple[Reference, dict]:
     angles = backbone_angles(torch.from_numpy(frames.reshape(-1, *frames.shape[2:])))
     delta = summary["delta_f_phi_positive_vs_negative"]
     value, se = (float("nan") if delta[key] is None else delta[key] for key in ("value_kT", "se_kT"))  # null: undefined
-    reference = Reference(angles, energies.reshape(-1).astype(np.float64), value, se)
-    return reference, {"dF_phi": value, "dF_phi_se": se, "frames": int(angles.shape[0]),
+    populations = {name: entry["value"] for name, entry in summary["populations"].items()}
+    reference = Reference(angles, energies.reshape(-1).astype(np.float64), value, se, populations)
+    return reference, {"dF_phi": value, "dF_phi_se": se, "populations": summary["populations"],
+                       "frames": int(angles.shape[0]),
                        "wall_s": summary.get("dynamics", {}).get("wall_s"), "run": str(reference_dir)}
 
 
@@ -232,12 +235,12 @@ def _with_trajectory(experiment: ExperimentConfig, reference_dir: Path) -> Exper
     return dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, trajectory=str(reference_dir)))
 
 
-def _note_training(run_dir: Path, config: ExperimentConfig, wall_s: float) -> None:
+def _note_training(run_dir: Path, config: ExperimentConfig, sigma_data: float, wall_s: float) -> None:
     """Record the training's wall time once (a later reuse of the finished run takes no time)."""
     path = run_dir / "training.json"
     if not path.exists():
         atomic.write_json(path, {"steps": config.training.steps, "warm_start": config.training.warm_start,
-                                 "wall_s": wall_s, "sigma_data_nm": config.data.sigma_data if config.data else None})
+                                 "wall_s": wall_s, "sigma_data_nm": sigma_data})
 
 
 def _cached(path: Path, compute):
@@ -248,17 +251,20 @@ def _cached(path: Path, compute):
     return value
 
 
-def _learned_basins(problem, options: SamplerOptions, run_dir: Path) -> dict:
-    """ΔF(φ > 0 vs φ < 0) of the learned density at t_min (SMC down the model's own levels)."""
+def _learned_basins(problem, options: SamplerOptions, reference: Reference, run_dir: Path) -> dict:
+    """ΔF(φ > 0 vs φ < 0) and basin populations of the learned density at t_min (SMC down the model's
+    own levels)."""
     def compute() -> dict:
         outcome = draw(problem, options.sample_config("smc", target="model"),
                        torch.Generator().manual_seed(options.seed))
         arrays = outcome["arrays"]
         angles, _ = aldp_angles(arrays["samples"], problem.atoms, problem.system.positions)
-        estimate = phi_sign_free_energy(angles[:, 0], arrays["log_weights"].cpu().numpy(),
-                                        clusters=arrays["ancestors"].cpu().numpy())
+        log_w, clusters = arrays["log_weights"].cpu().numpy(), arrays["ancestors"].cpu().numpy()
+        estimate = phi_sign_free_energy(angles[:, 0], log_w, clusters=clusters)
+        populations, tv = populations_and_distance(angles, log_w, clusters, reference.populations)
         return {"learned_dF_phi": float(estimate.value), "learned_dF_phi_se": float(estimate.se),
-                "learned_ess": outcome["diagnostics"]["ess_final"]}
+                "learned_ess": outcome["diagnostics"]["ess_final"], "learned_n_clusters": int(np.unique(clusters).size),
+                "learned_populations": populations, "learned_populations_tv": tv}
     return _cached(run_dir / "learned_basins.json", compute)
 
 
@@ -316,6 +322,8 @@ def _summary(results: dict, methods) -> dict:
         rows[method] = {
             "learned_dF_phi_error": r["learned_dF_phi"] - ref["dF_phi"] if r.get("learned_dF_phi") is not None
             else None,
+            "learned_populations_tv": r.get("learned_populations_tv"),
+            **{f"{sampler}_populations_tv": r[sampler]["populations_tv"] for sampler in SAMPLERS if sampler in r},
             **{f"{sampler}_dF_phi_z": r[sampler]["dF_phi_z"] for sampler in SAMPLERS if sampler in r},
             **{f"{sampler}_ess": r[sampler]["ess"] for sampler in SAMPLERS if sampler in r},
         }
@@ -328,24 +336,28 @@ def markdown_report(results: dict, workflow: BoltzmannGeneratorWorkflow) -> str:
     lines = [f"# {workflow.description or 'Alanine dipeptide Boltzmann generator'}", "",
              f"Reference: ΔF(φ > 0 vs φ < 0) = {fmt(ref['dF_phi'], '.3f')} ± {fmt(ref['dF_phi_se'], '.3f')} kT from "
              f"{ref['frames']} MD frames ({ref['run']}).", "",
-             "| method | sampler | ESS/N | ΔF_φ / kT | error / kT | z | PMF error / kT² | T-W2 | E-W2 / kT | wall / s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | sampler | ESS/N | lineages | ΔF_φ / kT | error / kT | z | basin TV | PMF error / kT² | T-W2 | "
+             "E-W2 / kT | wall / s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for method in workflow.methods:
         r = results[method]
         if "learned_dF_phi" in r:
             error = r["learned_dF_phi"] - ref["dF_phi"] if r["learned_dF_phi"] is not None else None
-            lines.append(f"| {method} | learned U(t_min) | {fmt(r['learned_ess'], '.3g')} | "
+            lines.append(f"| {method} | learned U(t_min) | {fmt(r['learned_ess'], '.3g')} | {r['learned_n_clusters']} | "
                          f"{fmt(r['learned_dF_phi'], '.3f')} ± {fmt(r['learned_dF_phi_se'], '.3f')} | "
-                         f"{fmt(error, '+.3f')} | | | | | |")
+                         f"{fmt(error, '+.3f')} | | {fmt(r['learned_populations_tv'], '.3f')} | | | | |")
         for sampler in SAMPLERS:
             if sampler not in r:
                 continue
             s = r[sampler]
-            lines.append(f"| {method} | {sampler} | {fmt(s['ess'], '.3g')} | {fmt(s['dF_phi'], '.3f')} ± "
+            lines.append(f"| {method} | {sampler} | {fmt(s['ess'], '.3g')} | {s['n_clusters']} | {fmt(s['dF_phi'], '.3f')} ± "
                          f"{fmt(s['dF_phi_se'], '.3f')} | {fmt(s['dF_phi_error'], '+.3f')} | {fmt(s['dF_phi_z'], '+.2f')} | "
+                         f"{fmt(s['populations_tv'], '.3f')} | "
                          f"{fmt(s['pmf_error'], '.3g')} | {fmt(s['t_w2'], '.3g')} | {fmt(s['e_w2'], '.3g')} | "
                          f"{fmt(s['wall_s'], '.0f')} |")
     lines += ["", "ESS/N: Kish ESS of the weights (smc, reweighting, learned U) or n_eff/N of the ΔF estimate "
-              "(Langevin chains). z: (ΔF − ΔF_ref) / combined SE.", ""]
+              "(Langevin chains); lineages: distinct SMC ancestors (or walkers) left. z: (ΔF − ΔF_ref) / combined "
+              "SE; ΔF is undefined (–) when no weighted sample has φ > 0. basin TV: ½ Σ |p − p_ref| over the "
+              "C7eq/C5/αR/αL populations.", ""]
     return "\n".join(lines)
 

@@ -65,7 +65,9 @@ class SampleConfig:
     (:mod:`boltzclf.sampling.bridge`), with the mcmc_steps MALA moves at those levels only (0: the
     target replaces the first level in one move, and MALA moves, if any, run at every level). langevin_steps,
     integrator, dt, friction: Langevin on U(t_0, ·) (toy targets: unit masses, kT = 1; molecules: amu,
-    the system's temperature, ps and 1/ps), started from ancestral samples; record_every keeps every
+    the system's temperature, ps and 1/ps), started (``start``) from ancestral samples or from
+    ``start_particles`` SMC particles of the model's own first-level density resampled to n walkers
+    (closer to the learned U's equilibrium than the score-driven ancestral sampler); record_every keeps every
     record_every-th step of every walker (0: only the last; a walker's frames are one error cluster). ode_steps:
     RK4 steps of the probability-flow ODE (0 = one per level). walkers, warmup: replica exchange runs
     ``walkers`` chains per level, ``warmup`` adaptation steps, then n/walkers production steps, keeping
@@ -90,6 +92,8 @@ class SampleConfig:
     dt: float = 1e-2
     friction: float = 1.0
     record_every: int = 0
+    start: Literal["ancestral", "smc"] = "ancestral"
+    start_particles: int = 1024
     ode_steps: int = 0
     walkers: int = 64
     warmup: int = 200
@@ -110,6 +114,9 @@ class SampleConfig:
         require(self.langevin_steps >= 1, "langevin_steps", "must be >= 1")
         require(self.ode_steps >= 0, "ode_steps", "must be >= 0")
         require(0 <= self.record_every <= self.langevin_steps, "record_every", "must be in [0, langevin_steps]")
+        require(self.start == "ancestral" or (self.start_particles % self.groups == 0
+                                               and self.start_particles // self.groups >= 2), "start_particles",
+                f"must be a multiple of groups ({self.groups}) with >= 2 particles per group")
         require(self.warmup >= 0, "warmup", "must be >= 0")
         require(self.sampler != "replica" or (self.walkers >= 1 and self.n % self.walkers == 0), "walkers",
                 f"replica exchange keeps n/walkers steps of every walker: n ({self.n}) must be a multiple of "
@@ -130,7 +137,8 @@ class Physics:
 class SamplingProblem:
     """A trained run's model with its exact target (None if it has none) and Langevin physics.
 
-    ``molecule``: for molecular runs, the loaded system and the model's atom indices in it.
+    ``system`` and ``atoms``: for molecular runs, the loaded system and the model's atom indices in it
+    (the torch-force-field target follows its input's device and dtype).
     """
 
     model: torch.nn.Module
@@ -140,7 +148,7 @@ class SamplingProblem:
     atoms: np.ndarray | None = None
 
 
-def sampling_problem(model, experiment, device: torch.device) -> SamplingProblem:
+def sampling_problem(model, experiment) -> SamplingProblem:
     """The exact target and physics of a trained run (analytic mixture, or molecule on the torch force field)."""
     if experiment.data is None:
         return SamplingProblem(model, build_target(experiment.target), Physics())
@@ -165,7 +173,7 @@ def run(run_dir: str | Path, config: SampleConfig, out: str | Path, device: torc
     """Sample the trained model in ``run_dir`` into ``out``; returns the summary (``results.json``)."""
     model, experiment = load_trained(run_dir, device)
     _check_supported(model, config)
-    problem = sampling_problem(model, experiment, device)
+    problem = sampling_problem(model, experiment)
     if config.target == "exact" and problem.target is None:
         raise BoltzclfError(f"--target exact: {run_dir} is a coarse-grained model, which has no true energy; "
                             "use --target model")
@@ -264,8 +272,19 @@ def _ode(model, target, config: SampleConfig, generator, physics: Physics) -> di
             "diagnostics": diagnostics}
 
 
+def _langevin_start(model, config: SampleConfig, generator) -> torch.Tensor:
+    """``config.n`` start configurations: ancestral samples, or SMC samples of the model's own first level."""
+    if config.start == "ancestral":
+        return ancestral_sample(model, config.n, generator, times=_path_times(model, config.levels)).samples
+    path, kernels = _path_and_kernels(model, None, config)
+    settings = SMCSettings(config.start_particles, config.groups, config.resample_threshold)
+    result = smc(path, kernels, settings, generator, device=model.levels.device)
+    pick = torch.multinomial(torch.exp(result.log_weights), config.n, replacement=True, generator=generator)
+    return result.samples[pick]
+
+
 def _langevin(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
-    start = ancestral_sample(model, config.n, generator, times=_path_times(model, config.levels)).samples
+    start = _langevin_start(model, config, generator)
     energy = target if target is not None else model.at_time(float(model.levels[0]))
     result = run_langevin(energy, start.to(torch.float64 if target is not None else start.dtype),
                           config.langevin_steps, config.integrator, generator=generator, dt=config.dt,
