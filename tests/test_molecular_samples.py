@@ -71,6 +71,8 @@ def test_free_energy_difference_with_weights_and_its_error_sign():
     assert weighted["populations"]["alphaL"]["value"] == pytest.approx(0.4, abs=4 * weighted["populations"]["alphaL"]["se"])
     assert weighted["populations_tv"] == pytest.approx(0.15, abs=0.02)
     assert unweighted["populations_tv"] < 0.02
+    # independent frames: n_eff/N of the populations is ~1 (a correlated-chain or weight bug would not be)
+    assert 0.8 < unweighted["ess"] <= 1.2
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ for the error bars). The metrics, all against the reference (MD) ensemble:
 * ``pmf_error``: ScoreMD's φ/ψ PMF error in kT² (:func:`~boltzclf.estimators.dihedral_histograms.pmf_error`);
 * ``t_w2``: Wasserstein-2 between the φ/ψ clouds on the torus (radians); ``e_w2``: between the true
   reduced energies in kT (all-atom samples only);
-* ``ess``: Kish ESS/N of the weights, or, for unweighted correlated chains, n_eff/N of the ΔF estimate;
+* ``ess``: Kish ESS/N of the weights, or, for unweighted correlated chains, n_eff/N of the basin
+  populations (Σ P(1 − P) / Σ SE², the walkers' autocorrelation included);
   ``n_clusters``: distinct ancestors (after SMC resampling: the independent lineages left) or walkers.
 
 **Chirality.** The force field is invariant under reflection, so its Boltzmann density gives the mirror
@@ -93,12 +94,13 @@ class Reference:
 
 
 def populations_and_distance(angles: np.ndarray, log_w: np.ndarray | None, clusters: np.ndarray,
-                             reference: dict[str, float]) -> tuple[dict, float]:
-    """Basin populations ``{name: {"value", "se"}}`` of (φ, ψ) ``angles`` ``(N, 2)`` and their
-    total-variation distance from ``reference``."""
-    populations = basin_populations(angles[:, 0], angles[:, 1], log_w, clusters).as_dict()["populations"]
+                             reference: dict[str, float]) -> tuple[dict, float, float]:
+    """Basin populations ``{name: {"value", "se"}}`` of (φ, ψ) ``angles`` ``(N, 2)``, their
+    total-variation distance from ``reference`` and their effective sample size n_eff."""
+    summary = basin_populations(angles[:, 0], angles[:, 1], log_w, clusters).as_dict()
+    populations = summary["populations"]
     tv = 0.5 * sum(abs(populations[name]["value"] - reference[name]) for name in reference)
-    return populations, tv
+    return populations, tv, summary["n_eff"]
 
 
 def sample_metrics(reference: Reference, angles: np.ndarray, log_w: np.ndarray | None, clusters: np.ndarray,
@@ -126,9 +128,9 @@ def sample_metrics(reference: Reference, angles: np.ndarray, log_w: np.ndarray |
     estimate = phi_sign_free_energy(angles[finite, 0], lw, clusters=clusters[finite])
     value, se = float(estimate.value), float(estimate.se)
     combined = float(np.hypot(se, reference.dF_phi_se))
-    populations, tv = populations_and_distance(angles[finite], lw, clusters[finite], reference.populations)
+    populations, tv, n_eff = populations_and_distance(angles[finite], lw, clusters[finite], reference.populations)
     ess = float(effective_sample_size(torch.as_tensor(lw))) * lw.size / n if weighted and lw is not None \
-        else float(estimate.n_eff) / n
+        else n_eff / n
     return {
         "ess": ess, "n": n, "n_clusters": int(np.unique(clusters[finite]).size),
         "n_nonfinite_weights": int((~finite).sum()),

@@ -261,7 +261,7 @@ def _learned_basins(problem, options: SamplerOptions, reference: Reference, run_
         angles, _ = aldp_angles(arrays["samples"], problem.atoms, problem.system.positions)
         log_w, clusters = arrays["log_weights"].cpu().numpy(), arrays["ancestors"].cpu().numpy()
         estimate = phi_sign_free_energy(angles[:, 0], log_w, clusters=clusters)
-        populations, tv = populations_and_distance(angles, log_w, clusters, reference.populations)
+        populations, tv, _ = populations_and_distance(angles, log_w, clusters, reference.populations)
         return {"learned_dF_phi": float(estimate.value), "learned_dF_phi_se": float(estimate.se),
                 "learned_ess": outcome["diagnostics"]["ess_final"], "learned_n_clusters": int(np.unique(clusters).size),
                 "learned_populations": populations, "learned_populations_tv": tv}
@@ -355,9 +355,9 @@ def markdown_report(results: dict, workflow: BoltzmannGeneratorWorkflow) -> str:
                          f"{fmt(s['populations_tv'], '.3f')} | "
                          f"{fmt(s['pmf_error'], '.3g')} | {fmt(s['t_w2'], '.3g')} | {fmt(s['e_w2'], '.3g')} | "
                          f"{fmt(s['wall_s'], '.0f')} |")
-    lines += ["", "ESS/N: Kish ESS of the weights (smc, reweighting, learned U) or n_eff/N of the ΔF estimate "
-              "(Langevin chains); lineages: distinct SMC ancestors (or walkers) left. z: (ΔF − ΔF_ref) / combined "
-              "SE; ΔF is undefined (–) when no weighted sample has φ > 0. basin TV: ½ Σ |p − p_ref| over the "
+    lines += ["", "ESS/N: Kish ESS of the weights (smc, reweighting, learned U) or n_eff/N of the basin populations "
+              "(Langevin chains); lineages: distinct SMC ancestors (or walkers) left. z: (ΔF − ΔF_ref) / combined SE; "
+              "ΔF is undefined (–) when no weighted sample has φ > 0. basin TV: ½ Σ |p − p_ref| over the "
               "C7eq/C5/αR/αL populations.", ""]
     return "\n".join(lines)
 

@@ -88,10 +88,12 @@ def boltzmann_generator_report(reference, samples: dict, results: dict, title: s
     for (method, sampler), s in samples.items():
         if "energies" in s and sampler in ("smc", "reweighting"):
             w = np.exp(s["log_w"] - np.max(s["log_w"]))
-            energy_ax.hist(np.clip(s["energies"], bins[0], bins[-1]), bins=bins, weights=w, density=True,
-                           histtype="step", label=f"{method} / {sampler}")
-    energy_ax.set_xlabel("true reduced energy u(x) / kT (clipped to the range shown)")
-    energy_ax.set_ylabel("density")
+            inside = (s["energies"] >= bins[0]) & (s["energies"] <= bins[-1])
+            share = w[inside].sum() / w.sum()
+            energy_ax.hist(s["energies"][inside], bins=bins, weights=w[inside], density=True, histtype="step",
+                           label=f"{method} / {sampler} ({share:.0%} of the weight in range)")
+    energy_ax.set_xlabel("true reduced energy u(x) / kT")
+    energy_ax.set_ylabel("density (of the weight in range)")
     energy_ax.set_title("energies of the weighted samples", fontsize=9)
     energy_ax.legend(fontsize=7)
     for ax in axes[1, 3:]:
