@@ -71,6 +71,13 @@ def test_free_energy_difference_with_weights_and_its_error_sign():
     assert weighted["populations"]["alphaL"]["value"] == pytest.approx(0.4, abs=4 * weighted["populations"]["alphaL"]["se"])
     assert weighted["populations_tv"] == pytest.approx(0.15, abs=0.02)
     assert unweighted["populations_tv"] < 0.02
+    # non-finite weights are dropped together with their angles and clusters, and counted
+    broken = log_w.copy()
+    broken[:1000] = -np.inf
+    kept = sample_metrics(reference, angles, broken, np.arange(n) // 4)
+    alone = sample_metrics(reference, angles[1000:], log_w[1000:], np.arange(1000, n) // 4)
+    assert kept["n_nonfinite_weights"] == 1000 and kept["dF_phi"] == pytest.approx(alone["dF_phi"])
+    assert kept["n_clusters"] == (n - 1000) // 4 and kept["dF_phi_se"] == pytest.approx(alone["dF_phi_se"])
     # independent frames: n_eff/N of the populations is ~1 (a correlated-chain or weight bug would not be)
     assert 0.8 < unweighted["ess"] <= 1.2
 

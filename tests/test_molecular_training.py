@@ -232,4 +232,5 @@ def test_train_cli_on_a_trajectory_then_sample_cli(trajectory, tmp_path, capsys)
                  "--start-particles", "16", "--groups", "2", "--out", str(tmp_path / "cg_langevin")]) == 0
     langevin = np.load(tmp_path / "cg_langevin" / "samples.npz")
     assert langevin["samples"].shape == (8, 5, 3)  # 2 recorded frames x 4 walkers, step-major
-    assert langevin["ancestors"].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    clusters = langevin["ancestors"].tolist()  # each walker keeps the SMC lineage it was started from
+    assert clusters[:4] == clusters[4:] and all(0 <= c < 16 for c in clusters)

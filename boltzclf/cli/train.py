@@ -1,4 +1,4 @@
-"""``boltzclf train CONFIG.yaml --out DIR``: train one energy model on an analytic target."""
+"""``boltzclf train CONFIG.yaml --out DIR``: train one energy model on an analytic target or a molecular trajectory."""
 from __future__ import annotations
 
 import argparse
@@ -14,9 +14,10 @@ def register(subparsers) -> None:
         "train",
         help="train one model from an experiment YAML",
         description=(
-            "Train an energy model U(t, x) from an experiment YAML with sections target, "
-            "end_target (interpolants only), process, grid, model, loss, training, evaluation "
-            "(see examples/train_two_modes.yaml; every key is optional and validated). Writes "
+            "Train an energy model U(t, x) from an experiment YAML with sections target (an analytic "
+            "mixture) or data (a molecule: system spec + trajectory, see the README), end_target "
+            "(interpolants only), process, grid, model, loss, training, evaluation "
+            "(see examples/train_two_modes.yaml; every key is validated). Writes "
             "DIR/config.json, metadata.json, checkpoint.pt, metrics.jsonl and results.json; "
             "re-running the same command resumes from the last checkpoint."
         ),

@@ -120,7 +120,7 @@ def sample_metrics(reference: Reference, angles: np.ndarray, log_w: np.ndarray |
     energies
         ``(N,)`` true reduced energies in kT (None: no E-W2).
     weighted
-        ``ess`` is the Kish ESS/N of ``log_w`` (True) or n_eff/N of the ΔF estimate (correlated chains).
+        ``ess`` is the Kish ESS/N of ``log_w`` (True) or n_eff/N of the basin populations (correlated chains).
     """
     n = angles.shape[0]
     finite = np.isfinite(log_w) if log_w is not None else np.ones(n, dtype=bool)

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from boltzclf.core import atomic, rundir
-from boltzclf.core.config import apply_preset, from_mapping, load_yaml, require, to_dict
-from boltzclf.core.errors import BoltzclfError, ConfigError
+from boltzclf.core.config import InvalidValue, apply_preset, from_mapping, load_yaml, require, to_dict
+from boltzclf.core.errors import BoltzclfError
 from boltzclf.core.formatting import fmt
 from boltzclf.dynamics.output import load_frames
 from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, Reference, aldp_angles, backbone_angles, \
@@ -54,6 +54,8 @@ from boltzclf.training.config import ExperimentConfig
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("smc", "reweighting", "langevin", "cg_langevin")
+#: SampleConfig keys whose SamplerOptions counterpart has another name.
+_SAMPLE_KEYS = {"n": "particles", "start_particles": "particles"}
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,8 @@ class SamplerOptions:
         try:
             for sampler in set(self.samplers) | {"smc"}:
                 self.sample_config(sampler)
-        except ConfigError as exc:
-            require(False, "particles", str(exc))
+        except InvalidValue as exc:  # name the key as the workflow spells it
+            require(False, _SAMPLE_KEYS.get(exc.key, exc.key), exc.message)
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ def run(workflow: BoltzmannGeneratorWorkflow, out: str | Path, device: torch.dev
             run_dir = out / f"{prefix}{method}"
             started = time.perf_counter()
             model = train_experiment(config, run_dir, device).eval()
-            _note_training(run_dir, config, model.sigma_data, time.perf_counter() - started)
+            _note_training(run_dir, config, time.perf_counter() - started)
             problem = sampling_problem(model, config)
             if not prefix:
                 record.update(_learned_basins(problem, workflow.sampling, reference, run_dir))
@@ -235,20 +237,20 @@ def _with_trajectory(experiment: ExperimentConfig, reference_dir: Path) -> Exper
     return dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, trajectory=str(reference_dir)))
 
 
-def _note_training(run_dir: Path, config: ExperimentConfig, sigma_data: float, wall_s: float) -> None:
-    """Record the training's wall time once (a later reuse of the finished run takes no time)."""
+def _note_training(run_dir: Path, config: ExperimentConfig, wall_s: float) -> None:
+    """Record the wall time of the invocation that finished the training (a resumed run: its last part;
+    a later reuse of the finished run takes no time and is not recorded)."""
     path = run_dir / "training.json"
     if not path.exists():
         atomic.write_json(path, {"steps": config.training.steps, "warm_start": config.training.warm_start,
-                                 "wall_s": wall_s, "sigma_data_nm": sigma_data})
+                                 "wall_s_finishing_invocation": wall_s})
 
 
 def _cached(path: Path, compute):
     if path.exists():
         return json.loads(path.read_text())
-    value = compute()
-    atomic.write_json(path, value)
-    return value
+    atomic.write_json(path, compute())
+    return json.loads(path.read_text())  # as a resumed run reads it (non-finite values: null)
 
 
 def _learned_basins(problem, options: SamplerOptions, reference: Reference, run_dir: Path) -> dict:
@@ -296,7 +298,7 @@ def _sample(problem, sampler: str, options: SamplerOptions, reference: Reference
         saved["energies"] = energies
     atomic.save_npz(arrays_path, **saved)
     atomic.write_json(record_path, record)
-    return record, saved
+    return json.loads(record_path.read_text()), saved  # as a resumed run reads it (non-finite values: null)
 
 
 def _model_evals(diagnostics: dict, sampler: str, options: SamplerOptions) -> int:

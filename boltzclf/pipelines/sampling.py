@@ -272,19 +272,24 @@ def _ode(model, target, config: SampleConfig, generator, physics: Physics) -> di
             "diagnostics": diagnostics}
 
 
-def _langevin_start(model, config: SampleConfig, generator) -> torch.Tensor:
-    """``config.n`` start configurations: ancestral samples, or SMC samples of the model's own first level."""
+def _langevin_start(model, config: SampleConfig, generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``config.n`` start configurations, their cluster ids ``(n,)`` and the model evaluations spent.
+
+    Ancestral samples are independent (one cluster each); walkers resampled from SMC particles share
+    the cluster of their SMC lineage, since walkers started from one configuration are not independent.
+    """
     if config.start == "ancestral":
-        return ancestral_sample(model, config.n, generator, times=_path_times(model, config.levels)).samples
+        result = ancestral_sample(model, config.n, generator, times=_path_times(model, config.levels))
+        return result.samples, torch.arange(config.n), result.n_score_evaluations
     path, kernels = _path_and_kernels(model, None, config)
     settings = SMCSettings(config.start_particles, config.groups, config.resample_threshold)
     result = smc(path, kernels, settings, generator, device=model.levels.device)
     pick = torch.multinomial(torch.exp(result.log_weights), config.n, replacement=True, generator=generator)
-    return result.samples[pick]
+    return result.samples[pick], result.ancestors[pick].cpu(), result.n_model_evals
 
 
 def _langevin(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
-    start = _langevin_start(model, config, generator)
+    start, clusters, start_evals = _langevin_start(model, config, generator)
     energy = target if target is not None else model.at_time(float(model.levels[0]))
     result = run_langevin(energy, start.to(torch.float64 if target is not None else start.dtype),
                           config.langevin_steps, config.integrator, generator=generator, dt=config.dt,
@@ -293,10 +298,11 @@ def _langevin(model, target, config: SampleConfig, generator, physics: Physics) 
                           record_every=config.record_every or config.langevin_steps, progress=True)
     diagnostics = {"integrator": config.integrator, "steps": config.langevin_steps,
                    "acceptance_rate": result.acceptance_rate, "n_force_evaluations": result.n_force_evaluations,
-                   "n_model_evals": result.n_force_evaluations * config.n, "n_nonfinite": result.n_nonfinite}
+                   "n_model_evals": result.n_force_evaluations * config.n + start_evals,
+                   "n_nonfinite": result.n_nonfinite}
     frames = result.samples if config.record_every else result.samples[-1:]  # (R, W, *event)
     outcome = _unweighted(frames.reshape((-1,) + tuple(frames.shape[2:])), diagnostics)
-    outcome["arrays"]["ancestors"] = torch.arange(config.n).repeat(frames.shape[0])  # walker of each frame
+    outcome["arrays"]["ancestors"] = clusters.repeat(frames.shape[0])  # each frame's walker's cluster
     return outcome
 
 

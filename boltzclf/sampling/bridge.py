@@ -61,11 +61,13 @@ class BridgedPath:
         if k >= self.n_bridge:
             return self.path.log_density(k - self.n_bridge, x)
         beta = float(self.betas[k])
-        model_logp, model_score = self.path.log_density(0, x)
         self._target_evals += x.shape[0]
         target_logp, target_score = target_log_prob_and_score(self.target, x)
-        return ((1.0 - beta) * model_logp + beta * target_logp,
-                (1.0 - beta) * model_score + beta * target_score.to(model_score.dtype))
+        target_score = target_score.to(x.dtype)
+        if beta == 1.0:  # the target alone: no model evaluation
+            return target_logp, target_score
+        model_logp, model_score = self.path.log_density(0, x)
+        return (1.0 - beta) * model_logp + beta * target_logp, (1.0 - beta) * model_score + beta * target_score
 
     def hessian(self, k: int, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("bridged paths use kernels without Hessians")
