@@ -78,6 +78,7 @@ def test_free_energy_difference_with_weights_and_its_error_sign():
     alone = sample_metrics(reference, angles[1000:], log_w[1000:], np.arange(1000, n) // 4)
     assert kept["n_nonfinite_weights"] == 1000 and kept["dF_phi"] == pytest.approx(alone["dF_phi"])
     assert kept["n_clusters"] == (n - 1000) // 4 and kept["dF_phi_se"] == pytest.approx(alone["dF_phi_se"])
+    assert sample_metrics(reference, angles, None, np.zeros(n, dtype=int), weighted=False)["ess"] is None
     # independent frames: n_eff/N of the populations is ~1 (a correlated-chain or weight bug would not be)
     assert 0.8 < unweighted["ess"] <= 1.2
 

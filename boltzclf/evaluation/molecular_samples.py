@@ -25,6 +25,7 @@ under which both densities are unchanged, so weights stay valid. ``n_mirrored`` 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,10 +130,13 @@ def sample_metrics(reference: Reference, angles: np.ndarray, log_w: np.ndarray |
     value, se = float(estimate.value), float(estimate.se)
     combined = float(np.hypot(se, reference.dF_phi_se))
     populations, tv, n_eff = populations_and_distance(angles[finite], lw, clusters[finite], reference.populations)
-    ess = float(effective_sample_size(torch.as_tensor(lw))) * lw.size / n if weighted and lw is not None \
-        else n_eff / n
+    n_clusters = int(np.unique(clusters[finite]).size)
+    if weighted and lw is not None:
+        ess = float(effective_sample_size(torch.as_tensor(lw))) * lw.size / n
+    else:  # one cluster: no spread between clusters, so no error bar and no n_eff
+        ess = n_eff / n if n_clusters > 1 and math.isfinite(n_eff) else None
     return {
-        "ess": ess, "n": n, "n_clusters": int(np.unique(clusters[finite]).size),
+        "ess": ess, "n": n, "n_clusters": n_clusters,
         "n_nonfinite_weights": int((~finite).sum()),
         "e_w2": energy_w2(reference.energies, energies[finite], None, lw)
         if energies is not None and reference.energies is not None else None,
