@@ -132,3 +132,27 @@ def test_workflow_resumes_without_redoing_anything(workflow_smoke):
                      str(workflow_smoke), "--device", "cpu"]) == 0
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before
+
+
+def test_workflow_with_the_gpu_presets_egnn_runs_end_to_end(workflow_smoke, tmp_path):
+    """The gpu preset's network (EGNN, reflection-symmetric) through training, SMC and the metrics, at smoke size."""
+    import yaml
+
+    from boltzclf.cli.run import load_workflow
+
+    data = yaml.safe_load((REPO / "workflows" / "aldp_boltzmann_generator.yaml").read_text())
+    data["presets"]["smoke"]["reference"] = {"run": str(workflow_smoke / "reference"), "preset": None,
+                                             "workflow": None}
+    data["presets"]["smoke"]["experiment"]["model"] = {"kind": "egnn", "hidden": 8, "n_layers": 1, "time_dim": 8}
+    data["presets"]["smoke"]["sampling"]["samplers"] = ["smc", "langevin"]
+    data.pop("coarse_grained"), data.pop("cg_pretrain"), data["presets"]["smoke"].pop("coarse_grained"), \
+        data["presets"]["smoke"].pop("cg_pretrain")
+    path = tmp_path / "egnn.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        config, runner = load_workflow(str(path), "smoke")
+        assert config.experiment.model.kind == "egnn"
+        results = runner(config, tmp_path / "out", torch.device("cpu"))
+    assert set(results["diffclf"]) >= {"smc", "langevin", "learned_dF_phi"}
+    assert results["diffclf"]["smc"]["n"] == 32
