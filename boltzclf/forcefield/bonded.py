@@ -62,7 +62,7 @@ class HarmonicAngles(AnalyticTerm):
     def energies(positions: Positions, theta0: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         first, centre, third = positions
         a, b = first - centre, third - centre
-        theta = torch.atan2(norm(cross(a, b)), dot(a, b))
+        theta = torch.atan2(_sine_term(cross(a, b)), dot(a, b))
         return 0.5 * k * (theta - theta0) ** 2
 
     @staticmethod
@@ -70,12 +70,27 @@ class HarmonicAngles(AnalyticTerm):
         first, centre, third = positions
         a, b = first - centre, third - centre
         normal = cross(a, b)
-        sine_term = norm(normal)  # |a| |b| sin θ
+        sine_term = _sine_term(normal)
         theta = torch.atan2(sine_term, dot(a, b))
-        de_dtheta = k * (theta - theta0) / sine_term
+        # exactly linear (normal = 0): the gradient's direction is undefined and both terms below carry
+        # the factor normal = 0, so the force is 0 as in OpenMM; divide by 1 there instead of 0
+        de_dtheta = k * (theta - theta0) / torch.where(sine_term > 0, sine_term, torch.ones_like(sine_term))
         g_first = cross(a, normal) * (de_dtheta / dot(a, a))
         g_third = -cross(b, normal) * (de_dtheta / dot(b, b))
         return g_first, -(g_first + g_third), g_third
+
+
+def _sine_term(normal: torch.Tensor) -> torch.Tensor:
+    """``|a × b| = |a| |b| sin θ`` from the normal ``a × b``, with a zero (not NaN) derivative where it is 0.
+
+    ``sqrt`` has an infinite derivative at 0, which autograd turns into NaN for an exactly linear angle;
+    there the value is taken as a constant 0 instead (θ then depends on ``a · b`` alone, whose
+    derivative through ``atan2`` vanishes at sin θ = 0: zero force, as OpenMM gives).
+    """
+    squared = dot(normal, normal)
+    linear = squared == 0
+    root = torch.sqrt(torch.where(linear, torch.ones_like(squared), squared))
+    return torch.where(linear, torch.zeros_like(squared), root)
 
 
 def dihedral(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor,
