@@ -112,3 +112,23 @@ def test_console_script_exit_code_on_error(tmp_path):
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == EXIT_USER_ERROR
     assert "missing.yaml: file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ["pmf", "traj.dcd", "--system", "s.yaml", "--bins", "0"],
+    ["pmf", "traj.dcd", "--system", "s.yaml", "--bins", "-3"],
+    ["pmf", "traj.dcd", "--system", "s.yaml", "--bootstrap", "0"],
+    ["pmf", "traj.dcd", "--system", "s.yaml", "--blocks", "x"],
+    ["validate-energy", "s.yaml", "--sigma", "-1"],
+    ["validate-energy", "s.yaml", "--sigma", "nan"],
+    ["validate-energy", "s.yaml", "--n", "0"],
+    ["validate-energy", "s.yaml", "--max-frames", "0"],
+])
+def test_non_positive_counts_and_scales_are_refused_before_anything_runs(tmp_path, capsys, command):
+    flag = [part for part in command if part.startswith("--")][-1]
+    with pytest.raises(SystemExit) as exit_info:
+        main(command + ["--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from boltzclf.cli.common import positive_int
 from boltzclf.core import atomic, rundir
 from boltzclf.core.errors import BoltzclfError
 
@@ -32,9 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--top", type=Path, default=None, help="topology file (default: the system's)")
     p.add_argument("--log-weights", type=Path, default=None, help=".npy of per-frame log-weights")
-    p.add_argument("--bins", type=int, default=36, help="bins per CV (36 = 10 degrees for angles)")
-    p.add_argument("--blocks", type=int, default=20, help="contiguous blocks for the bootstrap")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates")
+    p.add_argument("--bins", type=positive_int, default=36, help="bins per CV (36 = 10 degrees for angles)")
+    p.add_argument("--blocks", type=positive_int, default=20, help="contiguous blocks for the bootstrap")
+    p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap replicates")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(handler=run)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boltzclf.cli.common import add_device_argument, device_from
+from boltzclf.cli.common import add_device_argument, device_from, positive_float, positive_int
 from boltzclf.core import atomic, rundir
 from boltzclf.core.config import to_dict
 from boltzclf.core.errors import BoltzclfError
@@ -23,11 +23,11 @@ def register(subparsers) -> None:
         "(single-Context loop), torch_evals_per_s (one batched call) and speedup.")
     p.add_argument("system", type=Path, help="system spec YAML (see systems/)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--n", type=int, default=100, help="number of perturbed configurations")
-    p.add_argument("--sigma", type=float, default=0.01, help="perturbation standard deviation in nm")
+    p.add_argument("--n", type=positive_int, default=100, help="number of perturbed configurations")
+    p.add_argument("--sigma", type=positive_float, default=0.01, help="perturbation standard deviation in nm")
     p.add_argument("--traj", type=Path, default=None,
                    help="MD trajectory (any mdtraj format; DCD/XTC use the system's topology)")
-    p.add_argument("--max-frames", type=int, default=100, help="frames used from --traj (evenly spaced)")
+    p.add_argument("--max-frames", type=positive_int, default=100, help="frames used from --traj (evenly spaced)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the perturbations")
     p.add_argument("--reference-platform", default="Reference", help="OpenMM platform for accuracy")
     p.add_argument("--platform", default="CPU", help="OpenMM platform for timing (1 thread)")
@@ -53,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
     from boltzclf.forcefield.validation import perturbed_configurations, validate
     from boltzclf.openmm import load_system
 
-    if args.n < 1:
-        raise BoltzclfError(f"--n: must be at least 1, got {args.n}")
     device = device_from(args)
     system = load_system(args.system)
     inputs = [args.system] + ([args.traj] if args.traj else [])
