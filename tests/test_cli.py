@@ -68,6 +68,23 @@ def test_train_then_evaluate(tmp_path, text):
     assert len(results["ess"]) == 3 and 0 < results["ess_mean"] <= 1
 
 
+def test_evaluate_never_overwrites_another_run(tmp_path, capsys):
+    config = _write(tmp_path / "exp.yaml", TINY_EXPERIMENT)
+    for name in ("run", "other"):
+        assert main(["train", str(config), "--out", str(tmp_path / name), "--device", "cpu"]) == 0
+    before = (tmp_path / "other" / "results.json").read_bytes()
+    assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "other")]) == EXIT_USER_ERROR
+    assert "holds a run with a different config" in capsys.readouterr().err
+    assert (tmp_path / "other" / "results.json").read_bytes() == before
+    (tmp_path / "file").write_text("keep me")
+    assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "file")]) == EXIT_USER_ERROR
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "keep me"
+    # the same evaluation again into its own directory is allowed (and gives the same numbers)
+    for _ in range(2):
+        assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "eval"), "--n-samples", "32"]) == 0
+
+
 @pytest.mark.parametrize("text, message", [
     (TINY_EXPERIMENT + "\nextra_key: 1\n", "unknown key(s) 'extra_key'"),
     (TINY_EXPERIMENT.replace("steps: 4", "stepz: 4"), "training: unknown key(s) 'stepz'"),

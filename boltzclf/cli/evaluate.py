@@ -5,8 +5,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from boltzclf.cli.common import add_device_argument, device_from, print_results
-from boltzclf.core import atomic
+from boltzclf.cli.common import add_device_argument, device_from, positive_int, print_results
+from boltzclf.core import atomic, rundir
+from boltzclf.core.config import to_dict
 from boltzclf.pipelines.experiment import evaluate_experiment, load_trained
 
 
@@ -17,22 +18,29 @@ def register(subparsers) -> None:
         description=(
             "Load RUN_DIR/checkpoint.pt (EMA weights when present) and compute the classification "
             "loss over the grid (model and exact), Fisher divergence, ESS and R² per level and the "
-            "mode-weight error; writes DIR/results.json."
+            "mode-weight error (molecular runs: validation losses); writes DIR/results.json, "
+            "DIR/config.json and DIR/metadata.json. DIR must be new or hold this same evaluation: "
+            "another run's directory is refused, so nothing is overwritten."
         ),
     )
     parser.add_argument("run_dir", help="directory written by 'boltzclf train'")
     parser.add_argument("--out", required=True, help="directory for results.json")
-    parser.add_argument("--n-samples", type=int, default=None, help="exact samples per level (default: config)")
+    parser.add_argument("--n-samples", type=positive_int, default=None, help="exact samples per level (default: config)")
     parser.add_argument("--seed", type=int, default=None, help="evaluation seed (default: config)")
     add_device_argument(parser)
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    model, config = load_trained(args.run_dir, device_from(args))
+    device = device_from(args)
+    model, config = load_trained(args.run_dir, device)
     overrides = {k: v for k, v in (("n_samples", args.n_samples), ("seed", args.seed)) if v is not None}
     config = dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, **overrides))
+    resolved = {"command": "evaluate", "run": str(Path(args.run_dir).resolve()),
+                "evaluation": to_dict(config.evaluation)}
+    out = rundir.prepare(args.out, resolved, seed=config.evaluation.seed, device=str(device),
+                         inputs=(Path(args.run_dir) / "checkpoint.pt",))
     results = evaluate_experiment(model, config)
-    atomic.write_json(Path(args.out) / "results.json", results)
+    atomic.write_json(out / "results.json", results)
     print_results({k: v for k, v in results.items() if not isinstance(v, list)})
     return 0
