@@ -156,3 +156,17 @@ def test_workflow_with_the_gpu_presets_egnn_runs_end_to_end(workflow_smoke, tmp_
         results = runner(config, tmp_path / "out", torch.device("cpu"))
     assert set(results["diffclf"]) >= {"smc", "langevin", "learned_dF_phi"}
     assert results["diffclf"]["smc"]["n"] == 32
+
+
+def test_missing_reference_run_is_refused_before_the_output_exists(tmp_path, capsys):
+    import yaml
+
+    data = yaml.safe_load((REPO / "workflows" / "aldp_boltzmann_generator.yaml").read_text())
+    data["reference"] = {"run": str(tmp_path / "no_such_run")}
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "reference.run" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

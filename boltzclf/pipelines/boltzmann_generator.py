@@ -164,6 +164,8 @@ class BoltzmannGeneratorWorkflow:
 
 def run(workflow: BoltzmannGeneratorWorkflow, out: str | Path, device: torch.device) -> dict:
     """Run (or resume) the workflow into ``out``; returns ``results.json``'s content."""
+    if workflow.reference.run is not None:  # refuse before the output directory exists
+        _check_reference_run(Path(workflow.reference.run))
     out = rundir.prepare(out, to_dict(workflow), seed=workflow.sampling.seed, device=str(device))
     reference_dir = _reference_run(workflow.reference, out, device)
     system = load_system(workflow.experiment.data.system)
@@ -205,16 +207,19 @@ def run(workflow: BoltzmannGeneratorWorkflow, out: str | Path, device: torch.dev
 def _reference_run(source: ReferenceSource, out: Path, device: torch.device) -> Path:
     """The reference run's directory, running the reference workflow first if asked to."""
     if source.run is not None:
-        path = Path(source.run)
-        if not (path / "results.json").exists() or not (path / "dynamics").is_dir():
-            raise BoltzclfError(f"reference.run: {path} is not a finished reference_ensemble run "
-                                "(no results.json and dynamics/)")
-        return path
+        return _check_reference_run(Path(source.run))
     config = from_mapping(reference_workflow.ReferenceEnsembleWorkflow,
                           apply_preset(load_yaml(source.workflow), source.preset, source.workflow), source.workflow)
     path = out / "reference"
     if not (path / "results.json").exists():
         reference_workflow.run(config, path, device)
+    return path
+
+
+def _check_reference_run(path: Path) -> Path:
+    if not (path / "results.json").exists() or not (path / "dynamics").is_dir():
+        raise BoltzclfError(f"reference.run: {path} is not a finished reference_ensemble run "
+                            "(no results.json and dynamics/)")
     return path
 
 
