@@ -4,8 +4,7 @@ With v(t) the process's input variance and w(t) its correction weight (METHOD.md
 
     log p̃_θ(t, x) = −‖x‖²/(2v) − (d/2) log(2π v) + w(t) Φ_θ(c(t), x/√v),   Φ_θ(c, x̃) = −⟨NN_θ(c, x̃), x̃⟩
 
-(or Φ_θ given directly by a scalar-output network)
-and U_θ = −log p̃_θ. The first two terms are the normalised Gaussian N(0, v I); the network's output
+(a scalar-output network gives Φ_θ directly) and U_θ = −log p̃_θ. The first two terms are the normalised Gaussian N(0, v I); the network's output
 layer starts at zero, so at initialisation the model *is* that Gaussian at every t. For diffusions
 w = σ_d/σ(t) → 0 at large noise, so the model tends to the prior there. A dot-product energy vanishes
 at x = 0 for every t, so it cannot carry a time-only offset: the per-level log-normalisers live in the

@@ -44,7 +44,8 @@ class SMCSettings:
     log Z error bar. resample_threshold: resample a group when its ESS/n falls below this (0: never).
     no_resample_last: no resampling in the last m moves. mcmc_steps: MALA moves per level (0: none).
     mcmc_last: MALA moves only in the last m moves (0: in every move; e.g. the levels of a
-    :class:`~boltzclf.sampling.bridge.BridgedPath`). mcmc_step_size: initial MALA step h (units of x²). target_acceptance: MALA acceptance aimed at.
+    :class:`~boltzclf.sampling.bridge.BridgedPath`). mcmc_step_size: initial MALA step h (units of
+    x²). target_acceptance: MALA acceptance aimed at.
     """
 
     n_particles: int = 4096
