@@ -152,12 +152,11 @@ class _RawCoordinateFeatures(EGNN):
         self.leak = nn.Linear(3, self.atom_embedding.embedding_dim)
 
     def forward(self, c, x):
-        edge_attr, offdiag = self.edge_attr.to(x.dtype), self.offdiag.to(x.dtype)
-        h = self.initial_features(c, x.dtype) + self.leak(x)
-        y = x
-        for layer in self.layers:
-            h, y = layer(h, y, edge_attr, offdiag)
-        return y - x
+        self._x = x  # seen by initial_features; the rest is EGNN.forward itself
+        return super().forward(c, x)
+
+    def initial_features(self, c, dtype):
+        return super().initial_features(c, dtype) + self.leak(self._x)
 
 
 @pytest.mark.parametrize("broken", ["shifted_output", "raw_coordinates"])

@@ -17,8 +17,9 @@ from boltzclf.models.pairwise import PairwisePotential, proper_dihedrals
 from boltzclf.openmm.system import load_system
 from boltzclf.pipelines.experiment import load_trained, train_experiment
 from boltzclf.training.config import ExperimentConfig, GridConfig, ModelConfig, ProcessConfig, TrainingConfig
-from boltzclf.training.molecular_data import MolecularDataConfig, kabsch_align, load_dataset, particle_sigma, \
-    random_rotations, subset_bonds
+from boltzclf.openmm.cvs import kabsch_align
+from boltzclf.training.molecular_data import MolecularDataConfig, load_dataset, particle_sigma, random_rotations, \
+    subset_bonds
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = str(REPO / "systems" / "alanine_dipeptide_vacuum.yaml")

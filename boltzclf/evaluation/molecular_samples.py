@@ -94,7 +94,7 @@ class Reference:
     populations: dict[str, float]
 
 
-def populations_and_distance(angles: np.ndarray, log_w: np.ndarray | None, clusters: np.ndarray,
+def _populations_and_distance(angles: np.ndarray, log_w: np.ndarray | None, clusters: np.ndarray,
                              reference: dict[str, float]) -> tuple[dict, float, float]:
     """Basin populations ``{name: {"value", "se"}}`` of (φ, ψ) ``angles`` ``(N, 2)``, their
     total-variation distance from ``reference`` and their effective sample size n_eff."""
@@ -129,7 +129,7 @@ def sample_metrics(reference: Reference, angles: np.ndarray, log_w: np.ndarray |
     estimate = phi_sign_free_energy(angles[finite, 0], lw, clusters=clusters[finite])
     value, se = float(estimate.value), float(estimate.se)
     combined = float(np.hypot(se, reference.dF_phi_se))
-    populations, tv, n_eff = populations_and_distance(angles[finite], lw, clusters[finite], reference.populations)
+    populations, tv, n_eff = _populations_and_distance(angles[finite], lw, clusters[finite], reference.populations)
     n_clusters = int(np.unique(clusters[finite]).size)
     if weighted and lw is not None:
         ess = float(effective_sample_size(torch.as_tensor(lw))) * lw.size / n

@@ -46,13 +46,27 @@ def kabsch_rmsd(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
     Uses the Kabsch SVD with the reflection fix (proper rotations only); unweighted.
     """
-    xc = x - x.mean(dim=1, keepdim=True)
-    rc = (reference - reference.mean(dim=0)).to(x)
-    u, s, vh = torch.linalg.svd(xc.transpose(1, 2) @ rc)
-    sign = torch.sign(torch.linalg.det(u @ vh))
+    xc, rc, (_, s, _, sign) = _kabsch(x, reference)
     trace = s[:, 0] + s[:, 1] + sign * s[:, 2]
     msd = ((xc ** 2).sum(dim=(1, 2)) + (rc ** 2).sum() - 2 * trace) / x.shape[1]
     return msd.clamp_min(0).sqrt()
+
+
+def kabsch_align(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(B, n, 3)`` centred and rotated (proper rotations only) onto the centred ``reference`` ``(n, 3)``."""
+    xc, _, (u, _, vh, sign) = _kabsch(x, reference)
+    d = torch.ones(x.shape[0], 3, dtype=x.dtype, device=x.device)
+    d[:, 2] = sign
+    return xc @ ((u * d[:, None, :]) @ vh)
+
+
+def _kabsch(x: torch.Tensor, reference: torch.Tensor):
+    """Centred ``x`` and ``reference`` and the SVD ``(u, s, vh)`` of their cross-covariance with the sign
+    of det(u vh) (−1 where the best orthogonal map is a reflection, which the callers exclude)."""
+    xc = x - x.mean(dim=1, keepdim=True)
+    rc = (reference - reference.mean(dim=0)).to(x)
+    u, s, vh = torch.linalg.svd(xc.transpose(1, 2) @ rc)
+    return xc, rc, (u, s, vh, torch.sign(torch.linalg.det(u @ vh)))
 
 
 def native_contacts(x: torch.Tensor, pairs: torch.Tensor, native: torch.Tensor) -> torch.Tensor:

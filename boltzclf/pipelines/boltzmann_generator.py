@@ -40,8 +40,7 @@ from boltzclf.core.errors import BoltzclfError
 from boltzclf.core.formatting import fmt
 from boltzclf.dynamics.output import load_frames
 from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, Reference, aldp_angles, backbone_angles, \
-    populations_and_distance, sample_metrics
-from boltzclf.estimators.populations import phi_sign_free_energy
+    sample_metrics
 from boltzclf.losses import LossConfig
 from boltzclf.openmm.system import load_system
 from boltzclf.pipelines import reference as reference_workflow
@@ -54,6 +53,8 @@ from boltzclf.training.config import ExperimentConfig
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("smc", "reweighting", "langevin", "cg_langevin")
+#: The metrics of the learned density's own samples that a method's record keeps (prefixed ``learned_``).
+LEARNED_KEYS = ("dF_phi", "dF_phi_se", "ess", "n_clusters", "populations", "populations_tv")
 #: SampleConfig keys whose SamplerOptions counterpart has another name.
 _SAMPLE_KEYS = {"n": "particles", "start_particles": "particles"}
 
@@ -259,19 +260,15 @@ def _cached(path: Path, compute):
 
 
 def _learned_basins(problem, options: SamplerOptions, reference: Reference, run_dir: Path) -> dict:
-    """ΔF(φ > 0 vs φ < 0) and basin populations of the learned density at t_min (SMC down the model's
-    own levels)."""
+    """ΔF(φ > 0 vs φ < 0), basin populations and ESS of the learned density at t_min (SMC down the
+    model's own levels), as ``learned_*`` keys."""
     def compute() -> dict:
-        outcome = draw(problem, options.sample_config("smc", target="model"),
-                       torch.Generator().manual_seed(options.seed))
-        arrays = outcome["arrays"]
+        arrays = draw(problem, options.sample_config("smc", target="model"),
+                      torch.Generator().manual_seed(options.seed))["arrays"]
         angles, _ = aldp_angles(arrays["samples"], problem.atoms, problem.system.positions)
-        log_w, clusters = arrays["log_weights"].cpu().numpy(), arrays["ancestors"].cpu().numpy()
-        estimate = phi_sign_free_energy(angles[:, 0], log_w, clusters=clusters)
-        populations, tv, _ = populations_and_distance(angles, log_w, clusters, reference.populations)
-        return {"learned_dF_phi": float(estimate.value), "learned_dF_phi_se": float(estimate.se),
-                "learned_ess": outcome["diagnostics"]["ess_final"], "learned_n_clusters": int(np.unique(clusters).size),
-                "learned_populations": populations, "learned_populations_tv": tv}
+        metrics = sample_metrics(reference, angles, arrays["log_weights"].cpu().numpy().astype(np.float64),
+                                 arrays["ancestors"].cpu().numpy(), seed=options.seed)
+        return {f"learned_{key}": metrics[key] for key in LEARNED_KEYS}
     return _cached(run_dir / "learned_basins.json", compute)
 
 

@@ -160,11 +160,15 @@ def sampling_problem(model, experiment) -> SamplingProblem:
                            system, atoms)
 
 
+def _require_target(problem: SamplingProblem, config: SampleConfig) -> None:
+    if config.target == "exact" and problem.target is None:
+        raise BoltzclfError(f"--target exact: {config.sampler} needs the run's true energy, and a coarse-grained "
+                            "model has none; use --target model")
+
+
 def draw(problem: SamplingProblem, config: SampleConfig, generator: torch.Generator) -> dict:
     """Run ``config.sampler``; returns ``{"arrays": samples, log_weights, ancestors, "diagnostics": ...}``."""
-    if config.target == "exact" and problem.target is None:
-        raise BoltzclfError(f"{config.sampler}: this run has no exact target (a coarse-grained model has no "
-                            "true energy); use --target model")
+    _require_target(problem, config)
     target = problem.target if config.target == "exact" else None
     return _SAMPLERS[config.sampler](problem.model, target, config, generator, problem.physics)
 
@@ -174,9 +178,7 @@ def run(run_dir: str | Path, config: SampleConfig, out: str | Path, device: torc
     model, experiment = load_trained(run_dir, device)
     _check_supported(model, config)
     problem = sampling_problem(model, experiment)
-    if config.target == "exact" and problem.target is None:
-        raise BoltzclfError(f"--target exact: {run_dir} is a coarse-grained model, which has no true energy; "
-                            "use --target model")
+    _require_target(problem, config)  # before the output directory exists
     resolved = {"run": str(Path(run_dir).resolve()), "sampling": to_dict(config)}
     out = rundir.prepare(out, resolved, seed=config.seed, device=str(device), inputs=(Path(run_dir) / "checkpoint.pt",))
     if (out / "results.json").exists():

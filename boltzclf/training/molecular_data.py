@@ -24,6 +24,7 @@ from boltzclf.core.config import require
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.dynamics.output import load_frames
 from boltzclf.models.pairwise import pair_statistics
+from boltzclf.openmm.cvs import kabsch_align
 
 
 @dataclass(frozen=True)
@@ -94,17 +95,6 @@ def particle_sigma(x: torch.Tensor) -> float:
     """σ_d = sqrt(E‖x_c‖² / (3(n − 1))) of frames ``(F, n, 3)`` [nm]."""
     xc = centre(x.to(torch.float64))
     return math.sqrt(float(xc.pow(2).sum(dim=(1, 2)).mean()) / (3 * (x.shape[1] - 1)))
-
-
-def kabsch_align(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Rotate centred frames ``(F, n, 3)`` onto a centred ``reference`` ``(n, 3)`` (proper rotations only)."""
-    cov = x.transpose(1, 2) @ reference  # (F, 3, 3)
-    u, _, vh = torch.linalg.svd(cov)
-    sign = torch.sign(torch.linalg.det(u @ vh))
-    d = torch.ones(x.shape[0], 3, dtype=x.dtype, device=x.device)
-    d[:, 2] = sign
-    rotation = (u * d[:, None, :]) @ vh  # x @ rotation best matches reference
-    return x @ rotation
 
 
 def random_rotations(n: int, generator: torch.Generator, dtype=torch.float64, device=None) -> torch.Tensor:
