@@ -91,17 +91,28 @@ def minimised_positions(system: MolecularSystem, minimize: bool) -> np.ndarray:
     return state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer)
 
 
-def build_simulation(system: MolecularSystem, config: BatchedMDConfig) -> Simulation:
+def build_simulation(system: MolecularSystem, config: BatchedMDConfig,
+                     solvation: tuple[str, torch.Tensor] | None = None) -> Simulation:
     """A fresh simulation: every walker starts at the (minimised) spec structure with
-    Maxwell–Boltzmann velocities at its slot temperature (independent per walker)."""
+    Maxwell–Boltzmann velocities at its slot temperature (independent per walker).
+
+    ``solvation = (path, λ)`` runs every walker at its own point of a solvation path (λ windows):
+    ``path`` one of :data:`~boltzclf.forcefield.field.GB_PATHS`, ``λ`` ``(replicas·walkers,)``.
+    """
     device = resolve_device(config.device)
     check_supported(system)
     dtype = _DTYPES[config.dtype]
     temperatures = geometric_ladder(config.temperature, config.max_temperature or config.temperature,
                                     config.replicas)
-    field = TorchForceField(system.system).to(device=device, dtype=dtype)
-    target = TorchEnergyTarget(field, config.temperature, chunk_size=config.chunk_size, compiled=config.compiled)
     n_total = config.replicas * config.walkers
+    path, lambdas = solvation if solvation is not None else ("gb_charges", None)
+    if lambdas is not None:
+        if lambdas.shape != (n_total,):
+            raise BoltzclfError(f"solvation λ: need one per walker ({n_total},), got {tuple(lambdas.shape)}")
+        lambdas = lambdas.to(device=device, dtype=dtype)
+    field = TorchForceField(system.system, gb_path=path).to(device=device, dtype=dtype)
+    target = TorchEnergyTarget(field, config.temperature, gb_scale=lambdas, chunk_size=config.chunk_size,
+                               compiled=config.compiled)
     start = torch.as_tensor(minimised_positions(system, config.minimize), dtype=dtype, device=device)
     x0 = start.expand(n_total, *start.shape).clone()
     bath = temperatures.repeat_interleave(config.walkers)
@@ -213,17 +224,18 @@ def run_segments(sim: Simulation, out: Path, progress: bool = True, label: str =
 
 
 def simulate_batched(system: MolecularSystem, config: BatchedMDConfig, out: str | os.PathLike,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, solvation: tuple[str, torch.Tensor] | None = None) -> dict:
     """Run (or resume) batched dynamics of ``system`` into the prepared run directory ``out``.
 
-    Returns the results record (see :func:`boltzclf.dynamics.output.write_outputs`).
+    ``solvation``: see :func:`build_simulation`. Returns the results record (see
+    :func:`boltzclf.dynamics.output.finalise`).
     """
     out = Path(out)
     done = read_results(out)
     if done is not None:
         log.info("%s: run already complete", out)
         return done
-    sim = build_simulation(system, config)
+    sim = build_simulation(system, config, solvation)
     if load_checkpoint(out, sim):
         log.info("resuming %s at frame %d", out, sim.frames_done)
     else:
