@@ -53,7 +53,8 @@ def kabsch_rmsd(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def kabsch_align(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """``x`` ``(B, n, 3)`` centred and rotated (proper rotations only) onto the centred ``reference`` ``(n, 3)``."""
+    """``x`` ``(B, n, 3)`` centred and rotated (proper rotations only) onto the centred ``reference``:
+    one structure ``(n, 3)`` for all, or one per sample ``(B, n, 3)``."""
     xc, _, (u, _, vh, sign) = _kabsch(x, reference)
     d = torch.ones(x.shape[0], 3, dtype=x.dtype, device=x.device)
     d[:, 2] = sign
@@ -64,7 +65,7 @@ def _kabsch(x: torch.Tensor, reference: torch.Tensor):
     """Centred ``x`` and ``reference`` and the SVD ``(u, s, vh)`` of their cross-covariance with the sign
     of det(u vh) (−1 where the best orthogonal map is a reflection, which the callers exclude)."""
     xc = x - x.mean(dim=1, keepdim=True)
-    rc = (reference - reference.mean(dim=0)).to(x)
+    rc = (reference - reference.mean(dim=-2, keepdim=True)).to(x)
     u, s, vh = torch.linalg.svd(xc.transpose(1, 2) @ rc)
     return xc, rc, (u, s, vh, torch.sign(torch.linalg.det(u @ vh)))
 

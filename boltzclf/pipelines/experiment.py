@@ -32,6 +32,9 @@ def train_experiment(config: ExperimentConfig, out: str | Path, device: torch.de
     computed from its training frames in its config (``data.sigma_data``).
     """
     inputs = (config.training.warm_start,) if config.training.warm_start else ()
+    if config.data is not None and config.process.kind == "interpolant":
+        raise ConfigError("process.kind: interpolant on molecular data needs two ensembles (t = 0 and t = 1); "
+                          "the solvation workflow trains those (boltzclf run workflows/aldp_solvation.yaml)")
     if config.data is None:
         molecule = None
         data = MixtureData(build_target(config.target), _end_target(config), config.training.dataset_size,
@@ -43,6 +46,13 @@ def train_experiment(config: ExperimentConfig, out: str | Path, device: torch.de
         molecule = describe_molecule(system, dataset, dataset.atoms, dataset.sigma_data)
         data = MolecularData(dataset, config.data.rotations, device)
         inputs += (config.data.system,)
+    return train_on(config, data, molecule, out, device, inputs, on_step)
+
+
+def train_on(config: ExperimentConfig, data, molecule, out: str | Path, device: torch.device, inputs: tuple = (),
+             on_step: Callable[[int], None] | None = None):
+    """Train a fresh model of ``config`` (with ``molecule`` for molecular data) on batches of ``data``
+    into run directory ``out`` (resuming if possible); returns the model to evaluate."""
     resolved = to_dict(config)
     out = rundir.prepare(out, resolved, seed=config.training.seed, device=str(device), inputs=inputs)
     torch.manual_seed(config.training.seed)

@@ -145,14 +145,14 @@ class ExperimentConfig:
 
     def __post_init__(self):
         interpolant = self.process.kind == "interpolant"
-        require(interpolant == (self.end_target is not None), "end_target",
-                "is required for (and only for) process.kind: interpolant")
         if self.end_target is not None:
             require(self.end_target.dim == self.target.dim, "end_target.dim", "must equal target.dim")
-        if self.data is not None:
+        if self.data is not None:  # a molecular interpolant's two ensembles come from its workflow
             require(self.target == TargetConfig(), "target", "give either target (analytic) or data (molecular)")
-            require(not interpolant, "process.kind", "molecular data trains a diffusion (vp or edm)")
+            require(self.end_target is None, "end_target", "is for analytic targets; molecular data has none")
         else:
+            require(interpolant == (self.end_target is not None), "end_target",
+                    "is required for (and only for) process.kind: interpolant")
             require(self.model.kind == "mlp", "model.kind", f"{self.model.kind} needs molecular data (data:)")
         problem = grid_process_mismatch(self.grid, self.process, self.sigma_data)
         require(problem is None, problem[0] if problem else "grid", problem[1] if problem else "")

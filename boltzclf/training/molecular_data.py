@@ -239,3 +239,41 @@ class MolecularData:
         if self.rotations:
             x = x @ random_rotations(batch_size, generator, x.dtype, x.device)
         return (x,)
+
+
+class PairedMolecularData:
+    """Batches ``(x0, x1)`` for a stochastic interpolant between two ensembles of one molecule.
+
+    x0 and x1 are drawn independently (the independent coupling); x0 is randomly rotated (Haar) when
+    ``rotations`` and x1 is Kabsch-superposed onto its x0, so that (1 − t) x0 + t x1 looks like one
+    molecule rather than an average over orientations. The same pairing must be used wherever the
+    interpolant's marginals are sampled again (:func:`aligned_pairs`).
+
+    Parameters
+    ----------
+    start, end
+        Centred frames ``(F0, n, 3)`` and ``(F1, n, 3)`` [nm] of the t = 0 and t = 1 ensembles.
+    """
+
+    def __init__(self, start: torch.Tensor, end: torch.Tensor, rotations: bool, device: torch.device,
+                 dtype: torch.dtype = torch.float32):
+        self.start = start.to(device=device, dtype=dtype)
+        self.end = end.to(device=device, dtype=dtype)
+        self.rotations = rotations
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch of pairs, each ``(batch_size, n, 3)``."""
+        return aligned_pairs(self.start, self.end, batch_size, generator, self.rotations)
+
+
+def aligned_pairs(start: torch.Tensor, end: torch.Tensor, n: int, generator: torch.Generator,
+                  rotations: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` independent pairs (x0 from ``start``, x1 from ``end``), x1 superposed on x0 (see
+    :class:`PairedMolecularData`); both ``(n, atoms, 3)``."""
+    device = start.device
+    x0 = start[torch.randint(start.shape[0], (n,), generator=generator, device=device)]
+    x1 = end[torch.randint(end.shape[0], (n,), generator=generator, device=device)]
+    if rotations:
+        x0 = x0 @ random_rotations(n, generator, x0.dtype, device)
+    return x0, kabsch_align(x1, x0)
+
