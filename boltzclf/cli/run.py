@@ -6,13 +6,14 @@ import argparse
 from boltzclf.cli.common import add_device_argument, device_from, print_results
 from boltzclf.core.config import apply_preset, from_mapping, load_yaml
 from boltzclf.core.errors import ConfigError
-from boltzclf.pipelines import boltzmann_generator, compare, reference, smc_workflow
+from boltzclf.pipelines import boltzmann_generator, compare, reference, smc_workflow, solvation
 
 WORKFLOWS = {
     "compare_losses": (compare.CompareLossesWorkflow, compare.run),
     "smc_comparison": (smc_workflow.SMCComparisonWorkflow, smc_workflow.run),
     "reference_ensemble": (reference.ReferenceEnsembleWorkflow, reference.run),
     "boltzmann_generator": (boltzmann_generator.BoltzmannGeneratorWorkflow, boltzmann_generator.run),
+    "solvation": (solvation.SolvationWorkflow, solvation.run),
 }
 
 

@@ -1,5 +1,5 @@
 """Noising processes (VP, EDM, stochastic interpolants) and the fixed level grids they are trained on."""
-from boltzclf.diffusion.grids import karras_grid, log_snr_grid, uniform_grid
+from boltzclf.diffusion.grids import arcsine_grid, karras_grid, log_snr_grid, uniform_grid
 from boltzclf.diffusion.interpolant import StochasticInterpolant
 from boltzclf.diffusion.processes import EDM, LinearDiffusion, VariancePreserving
 
@@ -8,6 +8,7 @@ __all__ = [
     "LinearDiffusion",
     "StochasticInterpolant",
     "VariancePreserving",
+    "arcsine_grid",
     "karras_grid",
     "log_snr_grid",
     "uniform_grid",

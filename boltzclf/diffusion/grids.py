@@ -15,6 +15,21 @@ def uniform_grid(t_min: float, t_max: float, n_levels: int) -> torch.Tensor:
     return torch.linspace(t_min, t_max, n_levels, dtype=torch.float64)
 
 
+def arcsine_grid(t_min: float, t_max: float, n_levels: int) -> torch.Tensor:
+    """Times t = sin²(πs/2) for s uniform between the preimages of t_min and t_max (t_max ≤ 1).
+
+    Level density ∝ 1/√(t(1−t)): dense near both ends, where an interpolant's noise γ_f √(t(1−t))
+    changes fastest, so finite differences between neighbouring levels stay small there.
+    """
+    _check(t_min, t_max, n_levels)
+    if t_max > 1.0:
+        raise ValueError(f"an arcsine grid lives on (0, 1], got t_max = {t_max}")
+    ends = torch.asin(torch.sqrt(torch.tensor([t_min, t_max], dtype=torch.float64)))
+    times = torch.sin(torch.linspace(float(ends[0]), float(ends[1]), n_levels, dtype=torch.float64)) ** 2
+    times[0], times[-1] = t_min, t_max  # remove round-off at the ends
+    return times
+
+
 def karras_grid(sigma_min: float, sigma_max: float, n_levels: int, rho: float = 7.0) -> torch.Tensor:
     """EDM noise levels σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, in ascending order.
 

@@ -8,7 +8,8 @@ from typing import Literal
 import torch
 
 from boltzclf.core.config import require
-from boltzclf.diffusion import EDM, StochasticInterpolant, VariancePreserving, karras_grid, log_snr_grid, uniform_grid
+from boltzclf.diffusion import (EDM, StochasticInterpolant, VariancePreserving, arcsine_grid, karras_grid,
+                                log_snr_grid, uniform_grid)
 from boltzclf.losses import LossConfig
 from boltzclf.models import EnergyModel, TimeConditionedMLP
 from boltzclf.models.egnn import EGNN
@@ -54,9 +55,10 @@ class ProcessConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    """Level grid: ``uniform`` in t, ``karras`` (ρ; EDM, bounds are σ), or ``log_snr`` (uniform log-SNR)."""
+    """Level grid: ``uniform`` in t, ``karras`` (ρ; EDM, bounds are σ), ``log_snr`` (uniform log-SNR) or
+    ``arcsine`` (dense near t = 0 and 1; interpolants)."""
 
-    kind: Literal["uniform", "karras", "log_snr"] = "uniform"
+    kind: Literal["uniform", "karras", "log_snr", "arcsine"] = "uniform"
     n_levels: int = 128
     t_min: float = 1e-4
     t_max: float = 0.9999
@@ -192,6 +194,8 @@ def grid_process_mismatch(grid: GridConfig, process: ProcessConfig, sigma_data: 
                              f"process.kind: {process.kind}")
     if grid.kind == "log_snr" and process.kind == "interpolant":
         return "grid.kind", "log_snr grids need a diffusion process"
+    if grid.kind == "arcsine" and process.kind != "interpolant":
+        return "grid.kind", "arcsine grids are for interpolants (t in (0, 1))"
     if process.kind == "vp" and grid.t_max > 1.0:
         return "grid.t_max", f"the VP process is defined on t <= 1, got {grid.t_max}"
     if process.kind == "interpolant" and grid.t_max >= 1.0:
@@ -236,6 +240,8 @@ def build_grid(config: GridConfig, process) -> torch.Tensor:
         return uniform_grid(config.t_min, config.t_max, config.n_levels)
     if config.kind == "karras":
         return karras_grid(config.t_min, config.t_max, config.n_levels, config.rho)
+    if config.kind == "arcsine":
+        return arcsine_grid(config.t_min, config.t_max, config.n_levels)
     return log_snr_grid(process, config.t_min, config.t_max, config.n_levels)
 
 

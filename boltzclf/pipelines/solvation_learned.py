@@ -1,0 +1,171 @@
+"""The learned solvation free energy: an energy U_θ(t, x) of the stochastic interpolant between the
+solvated (t = 0) and vacuum (t = 1) ensembles of one path, integrated over t (METHOD.md §6.4–§6.5).
+
+The two ensembles are the end windows (λ = 1 and λ = 0) of the classical run of the same path
+(:mod:`boltzclf.pipelines.solvation_windows`), split by walker: the first walkers' production frames
+train the energy, the held-out walkers' decorrelated frames (with their true reduced energies) give
+the two importance corrections and the interpolant samples of the TI sum, so the estimate is never
+scored on its training frames. Interpolant pairs are independent draws with x1 Kabsch-superposed
+on x0 (:class:`~boltzclf.training.molecular_data.PairedMolecularData`), in training and in TI alike.
+Every method (e.g. DSM, DSM + DiffCLF) starts from one shared pre-training with the same budget.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boltzclf.core import atomic
+from boltzclf.core.config import require
+from boltzclf.dynamics.output import load_frames
+from boltzclf.estimators.interpolant_ti import interpolant_free_energy
+from boltzclf.losses import LossConfig
+from boltzclf.pipelines.compare import PretrainConfig
+from boltzclf.pipelines.experiment import train_on, with_sigma_data
+from boltzclf.pipelines.solvation_windows import WindowSamples, free_energy_record
+from boltzclf.training.config import ExperimentConfig
+from boltzclf.training.molecular_data import (MolecularDataset, PairedMolecularData, aligned_pairs, centre,
+                                              describe_molecule, particle_sigma)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LearnedOptions:
+    """The learned estimators of a solvation workflow.
+
+    experiment: the interpolant training run (``process.kind: interpolant``; ``data.system`` is the
+    workflow's system). methods: one loss per learned estimate (reported as ``learned_ti_<name>``).
+    pretrain: the shared pre-training. held_out: share of each end window's walkers kept for the
+    estimate. samples_per_level: interpolant samples per level in the TI sum. bootstrap: resamples
+    for the error. seed: of the evaluation draws.
+    """
+
+    experiment: ExperimentConfig
+    methods: dict[str, LossConfig] = field(default_factory=dict)
+    pretrain: PretrainConfig | None = None
+    held_out: float = 0.25
+    samples_per_level: int = 512
+    bootstrap: int = 200
+    seed: int = 0
+
+    def __post_init__(self):
+        require(self.experiment.process.kind == "interpolant", "experiment.process.kind",
+                "the learned solvation estimate trains a stochastic interpolant")
+        require(self.experiment.data is not None and self.experiment.data.atoms is None, "experiment.data",
+                "needs data: {system: ...} with every atom")
+        require(len(self.methods) > 0, "methods", "name at least one method")
+        require(0.0 < self.held_out < 1.0, "held_out", f"must be in (0, 1), got {self.held_out}")
+        require(self.samples_per_level >= 2 and self.bootstrap >= 2, "samples_per_level",
+                "samples_per_level and bootstrap must be >= 2")
+
+
+@dataclass
+class EndEnsembles:
+    """Training frames ``train_start``/``train_end`` and held-out decorrelated samples ``start``/``end``
+    ``(n, N, 3)`` [nm], centred, with their true reduced energies ``u_start``/``u_end`` [kT]
+    (t = 0: λ = 1, solvated; t = 1: λ = 0, vacuum end)."""
+
+    train_start: torch.Tensor
+    train_end: torch.Tensor
+    start: torch.Tensor
+    end: torch.Tensor
+    u_start: torch.Tensor
+    u_end: torch.Tensor
+
+
+def end_ensembles(samples: WindowSamples, dynamics_dir: Path, walkers: int, held_out: float) -> EndEnsembles:
+    """Split the end windows of a classical run by walker into training frames and held-out samples."""
+    n_train = walkers - max(1, int(round(held_out * walkers)))
+    frames = torch.from_numpy(load_frames(dynamics_dir)).to(torch.float64)  # (F, K·W, N, 3)
+    last = len(samples.lambdas) - 1
+
+    def training(k: int) -> torch.Tensor:
+        kept = frames[int(samples.t0[k]):, k * walkers:k * walkers + n_train]
+        return centre(kept.reshape(-1, *kept.shape[2:]))
+
+    def held(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        window = samples.window(k)
+        walker = torch.arange(window.stop - window.start) % walkers  # kept samples are (F', W) row-major
+        mask = walker >= n_train
+        u = torch.from_numpy(samples.u_kn[k, window])
+        return centre(samples.positions[window][mask]), u[mask]
+
+    start, u_start = held(last)
+    end, u_end = held(0)
+    return EndEnsembles(training(last), training(0), start, end, u_start, u_end)
+
+
+def learned_estimates(options: LearnedOptions, system, ends: EndEnsembles, temperature: float, out: Path,
+                      device: torch.device) -> dict[str, dict]:
+    """Train every method (resumable) and return its ``learned_ti_<method>`` record."""
+    both = torch.cat([ends.train_start, ends.train_end])
+    config = with_sigma_data(options.experiment, particle_sigma(both))
+    atoms = np.arange(system.n_atoms)
+    stats = MolecularDataset(both, both[:0], atoms, config.data.sigma_data)
+    molecule = describe_molecule(system, stats, atoms, config.data.sigma_data)
+    data = PairedMolecularData(ends.train_start, ends.train_end, rotations=True, device=device)
+    inputs = (config.data.system,)
+    if options.pretrain is not None:
+        pre = options.pretrain
+        training = dataclasses.replace(config.training, steps=pre.steps, lr=pre.lr or config.training.lr)
+        train_on(dataclasses.replace(config, loss=pre.loss, training=training), data, molecule, out / "pretrain",
+                 device, inputs)
+        config = dataclasses.replace(config, training=dataclasses.replace(
+            config.training, warm_start=str(out / "pretrain" / "checkpoint.pt")))
+    records = {}
+    for name, loss in options.methods.items():
+        record_path = out / name / "estimate.json"
+        if record_path.exists():
+            records[f"learned_ti_{name}"] = json.loads(record_path.read_text())
+            continue
+        started = time.perf_counter()
+        model = train_on(dataclasses.replace(config, loss=loss), data, molecule, out / name, device, inputs).eval()
+        trained = time.perf_counter() - started
+        record = _estimate(model, ends, options, temperature)
+        record.update(training_wall_s=trained, wall_s=time.perf_counter() - started,
+                      training_steps=config.training.steps + (options.pretrain.steps if options.pretrain else 0))
+        atomic.write_json(record_path, record)
+        records[f"learned_ti_{name}"] = record
+    return records
+
+
+@torch.no_grad()
+def _estimate(model, ends: EndEnsembles, options: LearnedOptions, temperature: float) -> dict:
+    """The learned-TI record of one trained model."""
+    param = next(model.parameters())
+    as_model = dict(device=param.device, dtype=param.dtype)
+    levels = model.levels.to(**as_model)
+    gen = torch.Generator(device=param.device).manual_seed(options.seed)
+    start, end = ends.start.to(**as_model), ends.end.to(**as_model)
+    n = options.samples_per_level
+
+    def log_p(level: int, x: torch.Tensor) -> torch.Tensor:
+        return -model.energy(levels[level].expand(x.shape[0]), x).to(torch.float64).cpu()
+
+    forward, backward = [], []
+    for i in range(len(levels)):
+        x0, x1 = aligned_pairs(start, end, n, gen)
+        t = levels[i].expand(n)
+        x = model.process.corrupt((x0, x1), t, model.noise_like(x0, gen))
+        here = log_p(i, x)
+        if i + 1 < len(levels):
+            forward.append(log_p(i + 1, x) - here)
+        if i > 0:
+            backward.append(here - log_p(i - 1, x))
+    start_ratio = log_p(0, start) + ends.u_start
+    end_ratio = log_p(len(levels) - 1, end) + ends.u_end
+    result = interpolant_free_energy(torch.stack(forward), torch.stack(backward), start_ratio, end_ratio,
+                                     options.bootstrap, options.seed)
+    evaluations = 3 * n * len(levels) + start.shape[0] + end.shape[0]
+    record = free_energy_record(result.estimate, temperature, {
+        "n_samples": int(start.shape[0] + end.shape[0]), "n_energy_evaluations": evaluations}, negate=False)
+    record.update(parts_kT=result.parts, kish_fraction=result.kish_fraction,
+                  end_log_ratio_std_kT={"start": float(start_ratio.std()), "end": float(end_ratio.std())})
+    return record
