@@ -1,0 +1,83 @@
+"""The solvation workflow end to end (smoke preset): every estimator's record for both named paths, the
+reports, resuming, and refusal of inputs that define no solvation free energy."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from boltzclf.cli.main import main
+from boltzclf.estimators.estimate import GAS_CONSTANT_KJ_PER_MOL_K, KJ_PER_KCAL
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW = "workflows/aldp_solvation.yaml"
+ESTIMATORS = ("mbar", "ti", "bar", "fep", "learned_ti_dsm", "learned_ti_diffclf")
+FIELDS = ("dF_kT", "se_kT", "dF_kJ_mol", "dF_kcal_mol", "n_samples", "n_energy_evaluations", "wall_s")
+
+
+def _run(out: Path, workflow: str = WORKFLOW) -> int:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        return main(["run", workflow, "--preset", "smoke", "--out", str(out), "--device", "cpu"])
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("solvation") / "run"
+    assert _run(out) == 0
+    return out
+
+
+def test_every_path_and_estimator_has_a_complete_record(smoke):
+    results = json.loads((smoke / "results.json").read_text())
+    kT = GAS_CONSTANT_KJ_PER_MOL_K * 300.0
+    for path in ("gb_charges", "full_gb"):
+        assert "λ = 0" in results[path]["meaning"]
+        for name in ESTIMATORS:
+            record = results[path][name]
+            assert all(record[key] is not None for key in FIELDS), (path, name)
+            assert record["dF_kJ_mol"] == pytest.approx(record["dF_kT"] * kT)
+            assert record["dF_kcal_mol"] == pytest.approx(record["dF_kT"] * kT / KJ_PER_KCAL)
+            assert record["se_kT"] > 0 and record["n_samples"] > 0 and record["n_energy_evaluations"] > 0
+        diag = results["diagnostics"][path]
+        assert diag["mbar_converged"] and len(diag["overlap_matrix"]) == 3
+    # solvation is favourable on both paths, and the surface-area term the gb_charges end keeps is
+    # unfavourable, so switching the charges alone releases more: ΔF(gb_charges) > ΔF(full_gb) by kT's
+    charges, full = results["gb_charges"]["mbar"], results["full_gb"]["mbar"]
+    assert full["dF_kT"] > 15 and charges["dF_kT"] - full["dF_kT"] > 3
+    assert (smoke / "report.png").stat().st_size > 0
+    report = (smoke / "report.md").read_text()
+    assert "| mbar |" in report and "## full_gb" in report and "MBAR converged: True" in report
+
+
+def test_rerunning_resumes_without_redoing_anything(smoke):
+    before = json.loads((smoke / "results.json").read_text())
+    stamps = {p: p.stat().st_mtime_ns for p in smoke.rglob("checkpoint.pt")}
+    assert _run(smoke) == 0
+    after = json.loads((smoke / "results.json").read_text())
+    for path in ("gb_charges", "full_gb"):
+        for name in ESTIMATORS:
+            assert after[path][name]["dF_kT"] == before[path][name]["dF_kT"]
+    assert stamps and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"system": "systems/alanine_dipeptide_vacuum.yaml"}, "has no implicit-solvent force"),
+    ({"windows": {"full_gb": [0.0, 0.5, 1.5]}}, r"windows.full_gb: every λ must lie in \[0, 1\]"),
+    ({"windows": {"full_gb": [0.0, 0.5]}}, "windows.full_gb: the windows must include both end states"),
+    ({"windows": {"gb_scale": [0.0, 1.0]}}, "windows.gb_scale: is not a solvation path"),
+])
+def test_bad_input_is_refused_before_the_output_exists(tmp_path, capsys, change, message):
+    data = yaml.safe_load((REPO / WORKFLOW).read_text())
+    data.update(change)
+    data.pop("learned")
+    data["presets"]["smoke"].pop("windows")
+    data["presets"]["smoke"].pop("learned")
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    assert _run(tmp_path / "out", str(path)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()
