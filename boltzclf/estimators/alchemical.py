@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 #: Largest residual [kT] of the MBAR self-consistent equations for which the solution counts as converged.
 MBAR_TOLERANCE = 1e-5
-#: Neighbouring states whose MBAR overlap O[k, k+1] falls below this overlap poorly (warned and reported).
+#: Neighbouring states whose two-state overlap falls below this overlap poorly (warned and reported).
 POOR_OVERLAP = 0.03
 
 
@@ -83,13 +83,15 @@ def decorrelate(series: np.ndarray) -> Decorrelation:
 class MBARResult:
     """Attributes: ``estimate`` f_last − f_first [kT]; ``f_k`` ``(K,)`` free energies (f_0 = 0) and
     ``df_k`` their standard errors relative to state 0; ``overlap`` ``(K, K)`` overlap matrix;
-    ``residual`` largest violation of the self-consistent equations [kT]; ``converged``;
-    ``poor_overlap`` pairs (k, k+1) with O[k, k+1] < :data:`POOR_OVERLAP`."""
+    ``neighbours`` ``(K−1,)`` two-state overlaps (:func:`neighbour_overlaps`); ``residual`` largest
+    violation of the self-consistent equations [kT]; ``converged``; ``poor_overlap`` pairs (k, k+1)
+    whose two-state overlap is below :data:`POOR_OVERLAP`."""
 
     estimate: Estimate
     f_k: np.ndarray
     df_k: np.ndarray
     overlap: np.ndarray
+    neighbours: np.ndarray
     residual: float
     converged: bool
     poor_overlap: list[tuple[int, int]]
@@ -119,12 +121,29 @@ def mbar(u_kn: np.ndarray, counts: np.ndarray) -> MBARResult:
     df_k = np.asarray(diff["dDelta_f"][0], dtype=np.float64)
     overlap = np.asarray(result.compute_overlap()["matrix"], dtype=np.float64)
     residual = _mbar_residual(u, n_k, f_k)
-    poor = [(k, k + 1) for k in range(len(n_k) - 1) if overlap[k, k + 1] < POOR_OVERLAP]
+    neighbours = neighbour_overlaps(u, n_k, f_k)
+    poor = [(k, k + 1) for k in range(len(n_k) - 1) if neighbours[k] < POOR_OVERLAP]
     for k, l in poor:
-        log.warning("states %d and %d overlap poorly (MBAR overlap %.3g < %g): add a window between them",
-                    k, l, overlap[k, l], POOR_OVERLAP)
+        log.warning("states %d and %d overlap poorly (two-state overlap %.3g < %g): add a window between them",
+                    k, l, neighbours[k], POOR_OVERLAP)
     estimate = _estimate(f_k[-1], df_k[-1], n_k.sum(), "MBAR (pymbar, robust solver), asymptotic error")
-    return MBARResult(estimate, f_k, df_k, overlap, residual, residual < MBAR_TOLERANCE, poor)
+    return MBARResult(estimate, f_k, df_k, overlap, neighbours, residual, residual < MBAR_TOLERANCE, poor)
+
+
+def neighbour_overlaps(u: np.ndarray, n_k: np.ndarray, f_k: np.ndarray) -> np.ndarray:
+    """``(K−1,)`` overlap of each neighbouring pair (k, k+1) on its own: the off-diagonal element of the
+    MBAR overlap matrix O = Wᵀ W diag(N) of the two states and their samples alone (0.5 for identical
+    states, 0 for disjoint ones). Unlike O[k, k+1] of all K states, it does not shrink as 1/K when many
+    windows are nearly alike."""
+    starts = np.concatenate([[0], np.cumsum(n_k)])
+    out = np.empty(len(n_k) - 1)
+    for k in range(len(n_k) - 1):
+        cols = slice(starts[k], starts[k + 2])
+        pair = u[k:k + 2, cols]
+        log_terms = np.log(n_k[k:k + 2])[:, None] + f_k[k:k + 2, None] - pair
+        log_w = f_k[k:k + 2, None] - pair - np.logaddexp.reduce(log_terms, axis=0)[None, :]
+        out[k] = float(np.exp(log_w[0] + log_w[1]).sum() * n_k[k + 1])
+    return out
 
 
 def _mbar_residual(u: np.ndarray, n_k: np.ndarray, f_k: np.ndarray) -> float:

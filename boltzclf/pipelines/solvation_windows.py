@@ -131,7 +131,7 @@ def classical_estimates(samples: WindowSamples, temperature: float, wall_s: floa
         "mbar_converged": result.converged, "mbar_residual_kT": result.residual,
         "mbar_f_k": result.f_k.tolist(), "mbar_df_k": result.df_k.tolist(),
         "overlap_matrix": result.overlap.tolist(),
-        "neighbour_overlap": [float(result.overlap[k, k + 1]) for k in range(len(lambdas) - 1)],
+        "neighbour_overlap": result.neighbours.tolist(),
         "poor_overlap": [list(pair) for pair in result.poor_overlap],
         "bar_steps_kT": bar_steps.tolist(), "bar_step_errors_kT": bar_errors.tolist(),
         "dynamics": samples.dynamics,

@@ -44,6 +44,15 @@ def test_mbar_matches_the_closed_form_and_reports_convergence_and_overlap():
     exact_f = 0.5 * D * np.log(_kappa(lambdas) / K0)
     assert np.all(np.abs(result.f_k - exact_f) <= 4 * np.maximum(result.df_k, 1e-12))
     assert result.overlap.shape == (6, 6) and np.allclose(result.overlap.sum(1), 1.0)
+    assert result.poor_overlap == [] and np.all((result.neighbours > 0.1) & (result.neighbours <= 0.5))
+
+
+def test_two_state_overlap_is_one_half_for_identical_states_however_many():
+    x = np.random.default_rng(6).normal(size=(3000, 1))
+    u_kn = np.tile(0.5 * x[:, 0] ** 2, (10, 1))  # ten identical states, 300 samples each
+    result = mbar(u_kn, [300] * 10)
+    np.testing.assert_allclose(result.neighbours, 0.5, rtol=1e-9)
+    assert result.overlap[0, 1] == pytest.approx(0.1, rel=1e-6)  # the K-state matrix spreads it as 1/K
     assert result.poor_overlap == []
 
 
