@@ -59,16 +59,29 @@ class Decorrelation:
     frames: np.ndarray
 
 
-def decorrelate(series: np.ndarray) -> Decorrelation:
-    """Equilibration cut and subsampling for ``series`` ``(W, F)``: W walkers' time series of one observable.
+def decorrelate(*series: np.ndarray) -> Decorrelation:
+    """Equilibration cut and subsampling for walkers' time series of one or more observables, each
+    ``(W, F)`` (W walkers, F frames).
 
-    The equilibration time t0 is the median over walkers of each walker's detected start of
-    production (the one maximising its effective number of samples after it; the walker-averaged
-    series hides a transient that every walker shares); the statistical inefficiency g of the frames
-    after t0 is that of all walkers together (``pymbar.timeseries.statistical_inefficiency_multiple``);
-    every walker keeps the frames t0, t0 + ⌈g⌉, ….
+    For each observable, the equilibration time is the median over walkers of each walker's detected
+    start of production (the one maximising its effective number of samples after it; the
+    walker-averaged series would hide a transient that every walker shares), and the statistical
+    inefficiency g is that of all walkers' frames after it together
+    (``pymbar.timeseries.statistical_inefficiency_multiple``; a constant series has g = 1). The cut
+    t0 and g are the largest over the observables (e.g. ∂u/∂λ, constant at λ = 0 of some paths, and
+    the reduced potential); every walker keeps the frames t0, t0 + ⌈g⌉, ….
     """
-    data = np.asarray(series, dtype=np.float64)
+    if not series:
+        raise EstimatorInputError("series: give at least one (walkers, frames) array")
+    cuts = [_cut(np.asarray(s, dtype=np.float64)) for s in series]
+    if len({c[2] for c in cuts}) != 1:
+        raise EstimatorInputError(f"series: all observables need the same frames, got {[c[2] for c in cuts]}")
+    t0, g = max(c[0] for c in cuts), max(c[1] for c in cuts)
+    return Decorrelation(t0, g, np.arange(t0, cuts[0][2], max(1, math.ceil(g))))
+
+
+def _cut(data: np.ndarray) -> tuple[int, float, int]:
+    """(t0, g, frames) of one observable ``(W, F)``."""
     if data.ndim != 2 or data.shape[1] < 4 or not np.isfinite(data).all():
         raise EstimatorInputError(f"series: need finite (walkers, frames >= 4), got shape {data.shape}")
     timeseries = quiet_pymbar().timeseries
@@ -76,7 +89,7 @@ def decorrelate(series: np.ndarray) -> Decorrelation:
     t0 = int(min(np.median(starts), data.shape[1] - 2))
     production = [row[t0:] for row in data]
     g = 1.0 if np.ptp(data[:, t0:]) == 0 else float(timeseries.statistical_inefficiency_multiple(production))
-    return Decorrelation(t0, g, np.arange(t0, data.shape[1], max(1, math.ceil(g))))
+    return t0, g, data.shape[1]
 
 
 @dataclass(frozen=True)

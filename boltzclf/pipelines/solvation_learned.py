@@ -2,7 +2,7 @@
 solvated (t = 0) and vacuum (t = 1) ensembles of one path, integrated over t (METHOD.md §6.4–§6.5).
 
 The two ensembles are the end windows (λ = 1 and λ = 0) of the classical run of the same path
-(:mod:`boltzclf.pipelines.solvation_windows`), split by walker: the first walkers' production frames
+(:mod:`boltzclf.pipelines.solvation_windows`), split by walker: the first walkers' recorded frames
 train the energy, the held-out walkers' decorrelated frames (with their true reduced energies) give
 the two importance corrections and the interpolant samples of the TI sum, so the estimate is never
 scored on its training frames. Interpolant pairs are independent draws with x1 Kabsch-superposed
@@ -23,6 +23,7 @@ import torch
 
 from boltzclf.core import atomic
 from boltzclf.core.config import require
+from boltzclf.core.errors import BoltzclfError
 from boltzclf.dynamics.output import load_frames
 from boltzclf.estimators.interpolant_ti import interpolant_free_energy
 from boltzclf.losses import LossConfig
@@ -83,11 +84,13 @@ class EndEnsembles:
 def end_ensembles(samples: WindowSamples, dynamics_dir: Path, walkers: int, held_out: float) -> EndEnsembles:
     """Split the end windows of a classical run by walker into training frames and held-out samples."""
     n_train = walkers - max(1, int(round(held_out * walkers)))
+    if n_train < 1:
+        raise BoltzclfError(f"learned.held_out: {held_out} of {walkers} walkers per window leaves none to train on")
     frames = torch.from_numpy(load_frames(dynamics_dir)).to(torch.float64)  # (F, K·W, N, 3)
     last = len(samples.lambdas) - 1
 
-    def training(k: int) -> torch.Tensor:
-        kept = frames[int(samples.t0[k]):, k * walkers:k * walkers + n_train]
+    def training(k: int) -> torch.Tensor:  # every recorded frame (the dynamics discarded its equilibration),
+        kept = frames[:, k * walkers:k * walkers + n_train]  # so the training set never moves with the analysis
         return centre(kept.reshape(-1, *kept.shape[2:]))
 
     def held(k: int) -> tuple[torch.Tensor, torch.Tensor]:

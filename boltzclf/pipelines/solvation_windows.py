@@ -8,7 +8,9 @@ dipeptide 23–27× the throughput of one OpenMM context on 2 CPU cores,
 The analysis then
 
 1. computes ∂u/∂λ of every frame at its own λ (autograd) and, per window, cuts the equilibration and
-   thins by the statistical inefficiency (:func:`~boltzclf.estimators.alchemical.decorrelate`);
+   thins by the statistical inefficiency of ∂u/∂λ and of the reduced potential, whichever is longer
+   (:func:`~boltzclf.estimators.alchemical.decorrelate`; ∂u/∂λ alone is constant at λ = 0 of
+   ``gb_charges``);
 2. evaluates the kept frames' reduced energies at every λ (the MBAR matrix);
 3. estimates ΔF = F(λ = 0, the vacuum end) − F(λ = 1, the solvated end) with each estimator.
 
@@ -85,10 +87,12 @@ def collect_windows(system, path: str, lambdas: np.ndarray, walkers: int, out: P
     n_frames, n_walkers = frames.shape[:2]
     own = torch.as_tensor(lambdas).repeat_interleave(walkers)
     slopes = torch.stack([du_dlambda(field, frames[:, j], float(own[j]), temperature) for j in range(n_walkers)])
+    potential = np.load(out / "energies.npz")["reduced_energy"].T  # (K·W, F) kT at each walker's own λ
     positions, slope, counts, g, t0 = [], [], [], [], []
     for k in range(len(lambdas)):
-        series = slopes[k * walkers:(k + 1) * walkers]  # (W, F)
-        cut = decorrelate(series.numpy())
+        walkers_k = slice(k * walkers, (k + 1) * walkers)
+        series = slopes[walkers_k]  # (W, F)
+        cut = decorrelate(series.numpy(), potential[walkers_k])
         kept = frames[cut.frames][:, k * walkers:(k + 1) * walkers]  # (F', W, N, 3)
         positions.append(kept.reshape(-1, *kept.shape[2:]))
         slope.append(series[:, cut.frames].T.reshape(-1))

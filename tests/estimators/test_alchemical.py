@@ -107,6 +107,18 @@ def test_decorrelate_cuts_the_transient_and_thins_by_the_correlation_time():
     assert result.frames[0] == result.t0 and np.all(np.diff(result.frames) == math.ceil(result.g))
 
 
+def test_decorrelate_takes_the_slowest_observable_and_a_constant_one_does_not_hide_it():
+    rng = np.random.default_rng(7)
+    walkers, frames, rho = 8, 400, 0.95
+    slow = np.zeros((walkers, frames))
+    for t in range(1, frames):
+        slow[:, t] = rho * slow[:, t - 1] + math.sqrt(1 - rho**2) * rng.normal(size=walkers)
+    constant = np.zeros((walkers, frames))  # e.g. ∂u/∂λ at λ = 0 of the gb_charges path
+    assert decorrelate(constant).g == 1.0
+    both = decorrelate(constant, slow)
+    assert both.g == decorrelate(slow).g > 10 and both.t0 == decorrelate(slow).t0
+
+
 def test_bad_input_is_refused():
     with pytest.raises(EstimatorInputError):
         mbar(np.zeros((2, 3)), [1, 1])
@@ -116,3 +128,5 @@ def test_bad_input_is_refused():
         thermodynamic_integration([1.0, 0.0], [0, 0], [0, 0], 2)
     with pytest.raises(EstimatorInputError):
         decorrelate(np.zeros((3,)))
+    with pytest.raises(EstimatorInputError, match="same frames"):
+        decorrelate(np.zeros((2, 10)), np.zeros((2, 12)))
