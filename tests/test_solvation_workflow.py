@@ -81,3 +81,21 @@ def test_bad_input_is_refused_before_the_output_exists(tmp_path, capsys, change,
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_gpu_presets_egnn_trains_on_the_interpolant(tmp_path):
+    from boltzclf.cli.run import load_workflow
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        config, runner = load_workflow(WORKFLOW, "gpu")
+        assert config.learned.experiment.model.kind == "egnn" and config.dynamics.walkers == 128
+        data = yaml.safe_load((REPO / WORKFLOW).read_text())
+        data["presets"]["smoke"]["learned"]["experiment"]["model"] = {"kind": "egnn", "hidden": 8, "n_layers": 1}
+        data["presets"]["smoke"]["windows"] = {"full_gb": [0.0, 0.5, 1.0]}
+        path = tmp_path / "wf.yaml"
+        path.write_text(yaml.safe_dump(data, allow_unicode=True))
+        out = tmp_path / "out"
+        assert _run(out, str(path)) == 0
+    record = json.loads((out / "results.json").read_text())["full_gb"]["learned_ti_diffclf"]
+    assert record["se_kT"] > 0 and record["n_energy_evaluations"] > 0

@@ -5,9 +5,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from boltzclf.core.config import require
+from boltzclf.core.errors import ConfigError
 from boltzclf.losses.ctsm import TimeScoreMatching
 from boltzclf.losses.diffclf import DiffusiveClassification
 from boltzclf.losses.dsm import DenoisingScoreMatching
+from boltzclf.losses.endpoints import Energy, EndpointClassification
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,9 @@ class LossConfig:
     classify: ``all`` classifies every sample of a row (reference); ``one`` only the first, an
     unbiased, cheaper estimate of the same objective (k − 1 instead of k(k − 1) extra evaluations).
     antithetic: also evaluate DSM at the mirrored noise −z (``dsm`` only).
+    endpoints: weight of the true end densities of an interpolant as two extra classes
+    (:mod:`boltzclf.losses.endpoints`; ``dsm`` and ``diffclf``, 0 = off); the workflow that owns the
+    end-state energies supplies them (the solvation workflow).
 
     Options a kind does not use (see :data:`USED_OPTIONS`) must keep their defaults: setting one is an
     error, not silently ignored.
@@ -34,9 +39,11 @@ class LossConfig:
     dsm_weighting: Literal["edm", "uniform", "linear", "square"] = "edm"
     antithetic: bool = False
     classify: Literal["all", "one"] = "all"
+    endpoints: float = 0.0
 
     def __post_init__(self):
         require(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+        require(self.endpoints >= 0, "endpoints", f"must be >= 0, got {self.endpoints}")
         require(self.weight >= 0, "weight", f"must be >= 0, got {self.weight}")
         require(self.kind != "diffclf" or self.k >= 2, "k", "diffclf needs k >= 2")
         require(self.pairs != "adjacent" or self.k == 2, "pairs", "adjacent pairs need k = 2")
@@ -52,22 +59,29 @@ class LossConfig:
 
 #: The options each loss kind reads (``kind`` and ``k`` are used by all).
 USED_OPTIONS = {
-    "dsm": ("dsm_weighting", "antithetic"),
+    "dsm": ("dsm_weighting", "antithetic", "endpoints"),
     "ctsm": ("weight", "dsm_weighting"),
-    "diffclf": ("weight", "pairs", "shared_noise", "dsm_weighting", "classify"),
+    "diffclf": ("weight", "pairs", "shared_noise", "dsm_weighting", "classify", "endpoints"),
 }
-OPTIONAL_OPTIONS = ("weight", "pairs", "shared_noise", "dsm_weighting", "antithetic", "classify")
+OPTIONAL_OPTIONS = ("weight", "pairs", "shared_noise", "dsm_weighting", "antithetic", "classify", "endpoints")
 
 
 def _users(key: str) -> list[str]:
     return [kind for kind, used in USED_OPTIONS.items() if key in used]
 
 
-def build_loss(config: LossConfig):
-    """The loss callable described by ``config``."""
+def build_loss(config: LossConfig, end_energies: tuple[Energy, Energy] | None = None):
+    """The loss callable described by ``config``; ``end_energies`` (u_0, u_1) for ``endpoints > 0``."""
     if config.kind == "dsm":
-        return DenoisingScoreMatching(config.dsm_weighting, replicas=config.k, antithetic=config.antithetic)
-    if config.kind == "ctsm":
-        return TimeScoreMatching(config.weight, replicas=config.k, dsm_weighting=config.dsm_weighting)
-    return DiffusiveClassification(config.k, config.weight, config.pairs, config.shared_noise, config.dsm_weighting,
-                                   config.classify)
+        loss = DenoisingScoreMatching(config.dsm_weighting, replicas=config.k, antithetic=config.antithetic)
+    elif config.kind == "ctsm":
+        loss = TimeScoreMatching(config.weight, replicas=config.k, dsm_weighting=config.dsm_weighting)
+    else:
+        loss = DiffusiveClassification(config.k, config.weight, config.pairs, config.shared_noise,
+                                       config.dsm_weighting, config.classify)
+    if config.endpoints == 0:
+        return loss
+    if end_energies is None:
+        raise ConfigError("loss.endpoints: needs the true end-state energies of an interpolant, which only the "
+                          "solvation workflow supplies (boltzclf run workflows/aldp_solvation.yaml)")
+    return EndpointClassification(loss, *end_energies, weight=config.endpoints)

@@ -94,8 +94,11 @@ class TimeDependentEnergy(nn.Module):
 
     @torch.no_grad()
     def gauge_fix_(self) -> None:
-        """Pin the noisiest level's free energy to 0: f ← f − f[−1]."""
-        self.free_energies -= self.free_energies[-1].clone()
+        """Pin the noisiest level's free energy to 0: f ← f − f[−1] (and the end classes' g alike)."""
+        shift = self.free_energies[-1].clone()
+        self.free_energies -= shift
+        if getattr(self, "end_free_energies", None) is not None:
+            self.end_free_energies -= shift
 
     def at_time(self, t: float) -> "FixedTimeEnergy":
         """The energy at a fixed time as an :class:`~boltzclf.targets.EnergyTarget`."""
@@ -104,6 +107,10 @@ class TimeDependentEnergy(nn.Module):
 
 class EnergyModel(TimeDependentEnergy):
     """The learned U_θ(t, x): a network behind EDM energy preconditioning, plus free energies f.
+
+    Interpolant models also hold ``end_free_energies`` (g_0, g_1): the normalisers of the true end
+    densities when those take part in the classification as extra classes
+    (:mod:`boltzclf.losses.endpoints`), in the gauge of f, so that g_0 − g_1 estimates ln Z_0 − ln Z_1.
 
     Parameters
     ----------
@@ -132,6 +139,8 @@ class EnergyModel(TimeDependentEnergy):
         self.register_buffer("cond_mean", cond.mean().to(torch.float32))
         self.register_buffer("cond_std", cond.std().clamp_min(1e-12).to(torch.float32))
         self.free_energies = nn.Parameter(torch.zeros(len(levels)))
+        if process.kind == "interpolant":  # normalisers g_0, g_1 of the true end densities as extra classes
+            self.end_free_energies = nn.Parameter(torch.zeros(2))
 
     def log_prob_unnormalised(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p̃_θ(t, x) = −U_θ(t, x) for per-sample times ``t`` ``(B,)`` and ``x`` ``(B, *event)``."""

@@ -50,14 +50,16 @@ def train_experiment(config: ExperimentConfig, out: str | Path, device: torch.de
 
 
 def train_on(config: ExperimentConfig, data, molecule, out: str | Path, device: torch.device, inputs: tuple = (),
-             on_step: Callable[[int], None] | None = None):
+             on_step: Callable[[int], None] | None = None, end_energies=None):
     """Train a fresh model of ``config`` (with ``molecule`` for molecular data) on batches of ``data``
-    into run directory ``out`` (resuming if possible); returns the model to evaluate."""
+    into run directory ``out`` (resuming if possible); returns the model to evaluate.
+    ``end_energies``: the interpolant's true end energies (u_0, u_1) for ``loss.endpoints``."""
     resolved = to_dict(config)
+    loss = build_loss(config.loss, end_energies)  # refused before the run directory exists
     out = rundir.prepare(out, resolved, seed=config.training.seed, device=str(device), inputs=inputs)
     torch.manual_seed(config.training.seed)
     model = build_model(config, molecule).to(device)
-    return train(model, build_loss(config.loss), data, config.training, out, resolved, device, on_step)
+    return train(model, loss, data, config.training, out, resolved, device, on_step)
 
 
 def with_sigma_data(config: ExperimentConfig, sigma_data: float) -> ExperimentConfig:

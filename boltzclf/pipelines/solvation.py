@@ -99,8 +99,7 @@ def run(workflow: SolvationWorkflow, out: str | Path, device: torch.device) -> d
         records, diagnostics[path] = classical_estimates(samples, system.temperature, wall)
         if workflow.learned is not None:
             ends = end_ensembles(samples, dynamics_dir, workflow.dynamics.walkers, workflow.learned.held_out)
-            records.update(learned_estimates(workflow.learned, system, ends, system.temperature,
-                                             out / path / "learned", device))
+            records.update(learned_estimates(workflow.learned, system, path, ends, out / path / "learned", device))
         results[path] = {"meaning": PATH_MEANING[path], **records}
     results["diagnostics"] = diagnostics
     atomic.write_json(out / "results.json", results)

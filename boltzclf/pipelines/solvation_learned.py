@@ -26,7 +26,9 @@ from boltzclf.core.config import require
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.dynamics.output import load_frames
 from boltzclf.estimators.interpolant_ti import interpolant_free_energy
+from boltzclf.forcefield.solvation import solvation_field
 from boltzclf.losses import LossConfig
+from boltzclf.openmm.bridge import kt_kj_per_mol
 from boltzclf.pipelines.compare import PretrainConfig
 from boltzclf.pipelines.experiment import train_on, with_sigma_data
 from boltzclf.pipelines.solvation_windows import WindowSamples, free_energy_record
@@ -105,9 +107,18 @@ def end_ensembles(samples: WindowSamples, dynamics_dir: Path, walkers: int, held
     return EndEnsembles(training(last), training(0), start, end, u_start, u_end)
 
 
-def learned_estimates(options: LearnedOptions, system, ends: EndEnsembles, temperature: float, out: Path,
+def end_energies(system, path: str, device: torch.device):
+    """(u_0, u_1): reduced energies [kT] of the solvated (λ = 1) and vacuum (λ = 0) ends of ``path``, in
+    float32 on ``device``, for positions ``(B, N, 3)`` [nm] (the end classes of ``loss.endpoints``)."""
+    field = solvation_field(system, path, dtype=torch.float32, device=device)
+    kT = kt_kj_per_mol(system.temperature)
+    return (lambda x: field(x, 1.0) / kT), (lambda x: field(x, 0.0) / kT)
+
+
+def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsembles, out: Path,
                       device: torch.device) -> dict[str, dict]:
     """Train every method (resumable) and return its ``learned_ti_<method>`` record."""
+    temperature = system.temperature
     both = torch.cat([ends.train_start, ends.train_end])
     config = with_sigma_data(options.experiment, particle_sigma(both))
     atoms = np.arange(system.n_atoms)
@@ -129,9 +140,13 @@ def learned_estimates(options: LearnedOptions, system, ends: EndEnsembles, tempe
             records[f"learned_ti_{name}"] = json.loads(record_path.read_text())
             continue
         started = time.perf_counter()
-        model = train_on(dataclasses.replace(config, loss=loss), data, molecule, out / name, device, inputs).eval()
+        model = train_on(dataclasses.replace(config, loss=loss), data, molecule, out / name, device, inputs,
+                         end_energies=end_energies(system, path, device) if loss.endpoints else None).eval()
         trained = time.perf_counter() - started
         record = _estimate(model, ends, options, temperature)
+        if loss.endpoints:  # the end classes' normalisers: a direct estimate without error bar
+            g = model.end_free_energies.detach().to(torch.float64)
+            record["end_classes_dF_kT"] = float(g[0] - g[1])
         record.update(training_wall_s=trained, wall_s=time.perf_counter() - started,
                       training_steps=config.training.steps + (options.pretrain.steps if options.pretrain else 0))
         atomic.write_json(record_path, record)

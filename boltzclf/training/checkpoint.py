@@ -52,10 +52,18 @@ def load(path: str | Path) -> dict:
     return data
 
 
+#: Parameters a checkpoint may lack (added after it was written); they keep their initial values.
+OPTIONAL_WEIGHTS = ("end_free_energies",)
+
+
 def load_weights(model, state: dict, source: str | Path) -> None:
-    """Load a state dict into ``model``, naming ``source`` if shapes or keys disagree."""
+    """Load a state dict into ``model``, naming ``source`` if shapes or keys disagree (only the
+    parameters in :data:`OPTIONAL_WEIGHTS` may be missing)."""
     try:
-        model.load_state_dict(state)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [key for key in missing if key not in OPTIONAL_WEIGHTS]
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing}, unexpected keys {unexpected}")
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{source}: weights do not fit the configured model ({first})") from None

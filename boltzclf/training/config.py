@@ -160,6 +160,8 @@ class ExperimentConfig:
         require(problem is None, problem[0] if problem else "grid", problem[1] if problem else "")
         problem = loss_process_mismatch(self.loss, self.process.kind)
         require(problem is None, "loss.dsm_weighting", problem or "")
+        require(self.loss.endpoints == 0 or interpolant, "loss.endpoints",
+                "the end densities as classes need an interpolant (process.kind: interpolant)")
 
 
     @property
