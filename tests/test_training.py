@@ -1,4 +1,5 @@
 """Trainer: exact resume after a kill, warm start, metrics log, checkpoint errors."""
+import dataclasses
 import json
 
 import pytest
@@ -8,8 +9,8 @@ from boltzclf.core.errors import CheckpointError
 from boltzclf.losses import LossConfig
 from boltzclf.pipelines.experiment import load_trained, train_experiment
 from boltzclf.training import checkpoint
-from boltzclf.training.config import EvaluationConfig, ExperimentConfig, GridConfig, ModelConfig, TargetConfig, \
-    TrainingConfig
+from boltzclf.training.config import EvaluationConfig, ExperimentConfig, GridConfig, ModelConfig, ProcessConfig, \
+    TargetConfig, TrainingConfig
 
 CPU = torch.device("cpu")
 
@@ -98,6 +99,31 @@ def test_warm_start_from_incompatible_checkpoint_is_a_clear_error(tmp_path):
                              training=TrainingConfig(steps=1, batch_size=8, warm_start=str(tmp_path / "pre" / "checkpoint.pt")))
     with pytest.raises(CheckpointError, match="do not fit"):
         train_experiment(other, tmp_path / "bad", CPU)
+
+
+def _interpolant(steps, warm_start=None):
+    return dataclasses.replace(_config(steps, warm_start), process=ProcessConfig(kind="interpolant", gamma_factor=0.5),
+                               end_target=TargetConfig(dim=2, name="mog40"), grid=GridConfig(n_levels=8, t_max=0.99),
+                               loss=LossConfig("diffclf", k=2, dsm_weighting="uniform"))
+
+
+def test_a_checkpoint_without_the_end_class_normalisers_warm_starts_but_does_not_resume(tmp_path):
+    """Interpolant models gained ``end_free_energies`` (g); checkpoints written before still warm-start
+    a run (g starts at 0), but their optimizer state cannot resume one: a clear error, not a traceback."""
+    train_experiment(_interpolant(steps=2), tmp_path / "pre", CPU)
+    path = tmp_path / "pre" / "checkpoint.pt"
+    state = checkpoint.load(path)
+    for key in ("model", "ema"):
+        del state[key]["end_free_energies"]
+    state["optimizer"]["param_groups"][0]["params"] = state["optimizer"]["param_groups"][0]["params"][:-1]
+    torch.save(state, path)
+    model = train_experiment(_interpolant(steps=2, warm_start=str(path)), tmp_path / "warm", CPU)
+    assert model.end_free_energies.shape == (2,)
+    with pytest.raises(CheckpointError, match="optimizer state does not fit"):
+        train_experiment(_interpolant(steps=2), tmp_path / "pre", CPU)
+    bad = {**state["model"], "unexpected": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match="do not fit"):
+        checkpoint.load_weights(model, bad, "x.pt")
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):

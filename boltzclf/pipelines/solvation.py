@@ -95,7 +95,7 @@ def run(workflow: SolvationWorkflow, out: str | Path, device: torch.device) -> d
         window_dynamics(system, path, lambdas, workflow.dynamics, dynamics_dir, device)
         samples = collect_windows(system, path, lambdas, workflow.dynamics.walkers, dynamics_dir)
         analysis = time.perf_counter() - started
-        wall = samples.dynamics.get("wall_s", 0.0) + analysis if samples.dynamics else analysis
+        wall = samples.dynamics.get("wall_s", 0.0) + analysis
         records, diagnostics[path] = classical_estimates(samples, system.temperature, wall)
         if workflow.learned is not None:
             ends = end_ensembles(samples, dynamics_dir, workflow.dynamics.walkers, workflow.learned.held_out)

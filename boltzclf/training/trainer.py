@@ -118,7 +118,11 @@ def _resume(path: Path, model, ema, optimizer, generator) -> int:
         if state["ema"] is None:
             raise BoltzclfError(f"{path}: saved without EMA but the config enables it")
         checkpoint.load_weights(ema.shadow, state["ema"], path)
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as exc:  # e.g. written before a parameter was added to the model
+        raise CheckpointError(f"{path}: its optimizer state does not fit the model ({exc}); it cannot be "
+                              "resumed exactly, delete it to retrain (it can still warm-start a new run)") from None
     saved_device = state["rng"]["generator_device"]
     if saved_device != generator.device.type:
         raise CheckpointError(f"{path}: the run was trained on {saved_device}; resume it with --device "
