@@ -121,13 +121,14 @@ def _run_method(workflow: CompareLossesWorkflow, experiment: ExperimentConfig, n
     return results
 
 
-def pretrain_experiment(experiment: ExperimentConfig, pre: PretrainConfig, out: Path, device) -> ExperimentConfig:
-    """Train (or resume, or reuse) the shared pre-training run ``pre`` of ``experiment`` in ``out``;
-    returns ``experiment`` with that run's checkpoint as its warm start (also used by the
-    ``smc_comparison`` workflow)."""
+def pretrain_experiment(experiment: ExperimentConfig, pre: PretrainConfig, out: Path, device,
+                        train=train_experiment) -> ExperimentConfig:
+    """Train (or resume, or reuse) the shared pre-training run ``pre`` of ``experiment`` in ``out``
+    with ``train(config, out, device)``; returns ``experiment`` with that run's checkpoint as its warm
+    start (also used by the ``smc_comparison``, ``boltzmann_generator`` and ``solvation`` workflows)."""
     training = dataclasses.replace(experiment.training, steps=pre.steps, lr=pre.lr or experiment.training.lr)
     log.info("pretrain: %d steps (%s)", pre.steps, pre.loss)
-    train_experiment(dataclasses.replace(experiment, loss=pre.loss, training=training), out, device)
+    train(dataclasses.replace(experiment, loss=pre.loss, training=training), out, device)
     warm = dataclasses.replace(experiment.training, warm_start=str(out / "checkpoint.pt"))
     return dataclasses.replace(experiment, training=warm)
 

@@ -29,7 +29,7 @@ from boltzclf.estimators.interpolant_ti import interpolant_free_energy
 from boltzclf.forcefield.solvation import solvation_field
 from boltzclf.losses import LossConfig
 from boltzclf.openmm.bridge import kt_kj_per_mol
-from boltzclf.pipelines.compare import PretrainConfig
+from boltzclf.pipelines.compare import PretrainConfig, pretrain_experiment
 from boltzclf.pipelines.experiment import train_on, with_sigma_data
 from boltzclf.pipelines.solvation_windows import WindowSamples, free_energy_record
 from boltzclf.training.config import ExperimentConfig
@@ -127,12 +127,8 @@ def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsem
     data = PairedMolecularData(ends.train_start, ends.train_end, rotations=True, device=device)
     inputs = (config.data.system,)
     if options.pretrain is not None:
-        pre = options.pretrain
-        training = dataclasses.replace(config.training, steps=pre.steps, lr=pre.lr or config.training.lr)
-        train_on(dataclasses.replace(config, loss=pre.loss, training=training), data, molecule, out / "pretrain",
-                 device, inputs)
-        config = dataclasses.replace(config, training=dataclasses.replace(
-            config.training, warm_start=str(out / "pretrain" / "checkpoint.pt")))
+        config = pretrain_experiment(config, options.pretrain, out / "pretrain", device,
+                                     train=lambda c, o, d: train_on(c, data, molecule, o, d, inputs))
     records = {}
     for name, loss in options.methods.items():
         record_path = out / name / "estimate.json"
