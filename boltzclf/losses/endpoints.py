@@ -10,9 +10,9 @@ x1 ~ π_1 against the last level t_max alike. The binary cross-entropy
 
 is minimised when p̃_θ(t_min, ·)/π̃_0 equals the true density ratio p_{t_min}/π_0 times e^{g_0 − f_first}:
 it trains the learned energy's *shape* at t_min towards the true energy (the importance corrections of
-the TI estimate then have small variance) and the scalars g_0, g_1 (``model.end_free_energies``, in
-the gauge of the level free energies f) so that, with f consistent along the grid (DiffCLF),
-g_0 − g_1 estimates ln Z_0 − ln Z_1 directly.
+the TI estimate then have small variance) and gives the scalars g_0, g_1 (``model.end_free_energies``,
+in the gauge of the level free energies f; profiled out per batch, see :func:`_end_loss`) so that, with
+f consistent along the grid (DiffCLF), g_0 − g_1 estimates ln Z_0 − ln Z_1 directly.
 """
 from __future__ import annotations
 
@@ -55,15 +55,46 @@ class EndpointClassification:
 
 def _end_loss(model, level: int, data: torch.Tensor, pair: tuple[torch.Tensor, torch.Tensor], energy: Energy,
               generator: torch.Generator | None) -> torch.Tensor:
-    """Binary cross-entropy ``(B,)`` of end class (samples ``data``) against grid level ``level``."""
+    """Binary cross-entropy ``(B,)`` of end class (samples ``data``) against grid level ``level``.
+
+    The end class's normaliser g is profiled out: set to the value that minimises this batch's loss
+    (a one-dimensional convex problem, :func:`profiled_offset`), stored in ``model.end_free_energies``
+    (so the trainer's EMA averages it over steps) and held fixed in the gradient. A learnable g would
+    have to travel hundreds of kT (ln p̃_θ and −u differ by the absolute log-partition functions) at
+    the optimiser's step size.
+    """
     b = data.shape[0]
     t = model.levels[level].to(data.dtype).expand(b)
     x_level = model.process.corrupt(pair, t, model.noise_like(data, generator))
     x = torch.cat([data, x_level])
     with torch.no_grad():
         u = energy(x.detach()).to(x.dtype)
-    g = model.end_free_energies[0 if level == 0 else 1].to(x.dtype)
-    end_logit = -u - g
-    level_logit = model.log_prob_unnormalised(torch.cat([t, t]), x) - model.free_energies[level].to(x.dtype)
-    margin = level_logit - end_logit  # > 0 votes for the level
+    m = model.log_prob_unnormalised(torch.cat([t, t]), x) - model.free_energies[level].to(x.dtype) + u
+    index = 0 if level == 0 else 1
+    with torch.no_grad():
+        g = profiled_offset(m[:b].double(), m[b:].double(), float(model.end_free_energies[index]))
+        model.end_free_energies[index] = g
+    margin = m + g  # level logit − end-class logit: > 0 votes for the level
     return 0.5 * (F.softplus(margin[:b]) + F.softplus(-margin[b:]))
+
+
+def profiled_offset(end_margin: torch.Tensor, level_margin: torch.Tensor, start: float = 0.0,
+                    iterations: int = 50) -> float:
+    """The g minimising ½ mean softplus(a + g) + ½ mean softplus(−b − g) over the end samples' margins
+    ``end_margin`` a and the level samples' ``level_margin`` b (damped Newton from ``start``, steps of
+    at most 10; where the two sets separate completely the minimiser is at ±∞ and the last iterate is
+    returned)."""
+    g = float(start)
+    if not (abs(g) < 1e6):
+        g = 0.0
+    centre = float(-0.5 * (end_margin.median() + level_margin.median()))
+    g = centre if abs(g - centre) > 50.0 else g  # far off (e.g. the first call): start between the sets
+    for _ in range(iterations):
+        p_end, p_level = torch.sigmoid(end_margin + g), torch.sigmoid(level_margin + g)
+        grad = 0.5 * float(p_end.mean() - (1.0 - p_level).mean())
+        hess = 0.5 * float((p_end * (1 - p_end)).mean() + (p_level * (1 - p_level)).mean())
+        step = max(-10.0, min(10.0, -grad / max(hess, 1e-12)))
+        g += step
+        if abs(step) < 1e-10:
+            break
+    return g
