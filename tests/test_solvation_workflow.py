@@ -12,7 +12,8 @@ from boltzclf.estimators.estimate import GAS_CONSTANT_KJ_PER_MOL_K, KJ_PER_KCAL
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = "workflows/aldp_solvation.yaml"
-ESTIMATORS = ("mbar", "ti", "bar", "fep", "learned_ti_dsm", "learned_ti_diffclf")
+ESTIMATORS = ("mbar", "ti", "bar", "fep", "learned_ti_dsm", "learned_ti_diffclf", "learned_ti_diffclf_ends",
+              "learned_classes_diffclf_ends")
 FIELDS = ("dF_kT", "se_kT", "dF_kJ_mol", "dF_kcal_mol", "n_samples", "n_energy_evaluations", "wall_s")
 
 

@@ -25,9 +25,11 @@ from boltzclf.core import atomic
 from boltzclf.core.config import require
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.dynamics.output import load_frames
+from boltzclf.estimators.estimate import Estimate
 from boltzclf.estimators.interpolant_ti import interpolant_free_energy
 from boltzclf.forcefield.solvation import solvation_field
 from boltzclf.losses import LossConfig
+from boltzclf.losses.endpoints import profiled_offset
 from boltzclf.openmm.bridge import kt_kj_per_mol
 from boltzclf.pipelines.compare import PretrainConfig, pretrain_experiment
 from boltzclf.pipelines.experiment import train_on, with_sigma_data
@@ -133,21 +135,68 @@ def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsem
     for name, loss in options.methods.items():
         record_path = out / name / "estimate.json"
         if record_path.exists():
-            records[f"learned_ti_{name}"] = json.loads(record_path.read_text())
+            records.update(_records(name, json.loads(record_path.read_text())))
             continue
         started = time.perf_counter()
         model = train_on(dataclasses.replace(config, loss=loss), data, molecule, out / name, device, inputs,
                          end_energies=end_energies(system, path, device) if loss.endpoints else None).eval()
         trained = time.perf_counter() - started
         record = _estimate(model, ends, options, temperature)
-        if loss.endpoints:  # the end classes' normalisers: a direct estimate without error bar
-            g = model.end_free_energies.detach().to(torch.float64)
-            record["end_classes_dF_kT"] = float(g[0] - g[1])
-        record.update(training_wall_s=trained, wall_s=time.perf_counter() - started,
-                      training_steps=config.training.steps + (options.pretrain.steps if options.pretrain else 0))
+        steps = config.training.steps + (options.pretrain.steps if options.pretrain else 0)
+        record.update(training_wall_s=trained, wall_s=time.perf_counter() - started, training_steps=steps)
+        if loss.endpoints:
+            classes = _end_class_estimate(model, ends, end_energies(system, path, device), options, temperature)
+            record["end_classes"] = {**classes, "training_g0_minus_g1_kT": float(
+                model.end_free_energies[0] - model.end_free_energies[1]), "training_steps": steps}
         atomic.write_json(record_path, record)
-        records[f"learned_ti_{name}"] = record
+        records.update(_records(name, record))
     return records
+
+
+def _records(name: str, record: dict) -> dict[str, dict]:
+    """A method's ``estimate.json`` as result records: ``learned_ti_<name>`` and, for end classes,
+    ``learned_classes_<name>``."""
+    out = {f"learned_ti_{name}": {k: v for k, v in record.items() if k != "end_classes"}}
+    if "end_classes" in record:
+        out[f"learned_classes_{name}"] = {**record["end_classes"], "wall_s": record["wall_s"]}
+    return out
+
+
+@torch.no_grad()
+def _end_class_estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temperature: float) -> dict:
+    """g_0 − g_1 of the trained model refitted on the held-out samples (the end classes' normalisers,
+    :func:`~boltzclf.losses.endpoints.profiled_offset`), with a bootstrap error over those samples
+    (the model, its level free energies f included, held fixed)."""
+    param = next(model.parameters())
+    as_model = dict(device=param.device, dtype=param.dtype)
+    gen = torch.Generator(device=param.device).manual_seed(options.seed)
+    start, end = ends.start.to(**as_model), ends.end.to(**as_model)
+    margins = []
+    for level, data, energy in ((0, start, energies[0]), (model.n_levels - 1, end, energies[1])):
+        pair = aligned_pairs(start, end, data.shape[0], gen)
+        t = model.levels[level].to(data.dtype).expand(data.shape[0])
+        x_level = model.process.corrupt(pair, t, model.noise_like(data, gen))
+        x = torch.cat([data, x_level])
+        m = (model.log_prob_unnormalised(torch.cat([t, t]), x) - model.free_energies[level] + energy(x))
+        m = m.to(torch.float64).cpu()
+        margins.append((m[:data.shape[0]], m[data.shape[0]:]))
+
+    def estimate(index: list[torch.Tensor]) -> float:
+        (a0, b0), (a1, b1) = margins
+        i0, j0, i1, j1 = index
+        return profiled_offset(a0[i0], b0[j0]) - profiled_offset(a1[i1], b1[j1])
+
+    sizes = [len(margins[0][0]), len(margins[0][1]), len(margins[1][0]), len(margins[1][1])]
+    boot_gen = torch.Generator().manual_seed(options.seed)
+    value = estimate([torch.arange(n) for n in sizes])
+    boot = torch.tensor([estimate([torch.randint(n, (n,), generator=boot_gen) for n in sizes])
+                         for _ in range(options.bootstrap)])
+    method = ("end classes (METHOD.md §3.5): g_0 − g_1 refitted on held-out samples; bootstrap error over "
+              "those samples only (the trained model and its f held fixed)")
+    result = Estimate(torch.tensor(value, dtype=torch.float64), boot.std().to(torch.float64),
+                      torch.tensor(float(sum(sizes)), dtype=torch.float64), method)
+    return free_energy_record(result, temperature, {"n_samples": int(sum(sizes)),
+                                                       "n_energy_evaluations": int(sum(sizes))}, negate=False)
 
 
 @torch.no_grad()
