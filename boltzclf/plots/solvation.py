@@ -19,14 +19,14 @@ def solvation_report(results: dict, title: str) -> Figure:
         row[0].set_ylabel("⟨∂u/∂λ⟩ / kT")
         row[0].set_title(f"{path}: TI integrand (±1 SE)")
         overlap = np.asarray(diag["overlap_matrix"])
-        image = row[1].imshow(overlap, cmap="Blues", vmin=0.0, vmax=max(0.5, float(overlap.max())))
-        fig.colorbar(image, ax=row[1], label="MBAR overlap")
+        image = row[1].imshow(overlap, cmap="Blues", vmin=0.0, vmax=float(overlap.max()))
+        fig.colorbar(image, ax=row[1], label="MBAR overlap O[k, l]")
         ticks = np.arange(len(lam))
         row[1].set_xticks(ticks, [f"{v:.2f}" for v in lam], rotation=90, fontsize=7)
         row[1].set_yticks(ticks, [f"{v:.2f}" for v in lam], fontsize=7)
-        row[1].set_xlabel("window λ")
+        row[1].set_xlabel(f"window λ (smallest two-state neighbour overlap {min(diag['neighbour_overlap']):.2f})")
         row[1].set_ylabel("window λ")
-        row[1].set_title(f"{path}: overlap (smallest neighbour {min(diag['neighbour_overlap']):.2f})")
+        row[1].set_title(f"{path}: MBAR overlap matrix")
         names = [k for k, v in results[path].items() if isinstance(v, dict)]
         values = [results[path][k]["dF_kT"] for k in names]
         errors = [results[path][k]["se_kT"] for k in names]
