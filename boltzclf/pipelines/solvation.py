@@ -32,6 +32,7 @@ from boltzclf.core.config import require, to_dict
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.core.formatting import fmt
 from boltzclf.dynamics.config import BatchedMDConfig
+from boltzclf.dynamics.engine import check_supported
 from boltzclf.forcefield.field import GB_PATHS
 from boltzclf.forcefield.solvation import check_lambdas, solvation_field
 from boltzclf.openmm.system import load_system
@@ -80,7 +81,8 @@ def run(workflow: SolvationWorkflow, out: str | Path, device: torch.device) -> d
     if workflow.dynamics.temperature != system.temperature:
         raise BoltzclfError(f"dynamics.temperature: {workflow.dynamics.temperature} K differs from "
                             f"{system.spec.name}'s {system.temperature} K")
-    for path in workflow.windows:  # refuse a system without a path before anything is written
+    check_supported(system)  # refuse constraints and systems without a path before anything is written
+    for path in workflow.windows:
         solvation_field(system, path)
     out = rundir.prepare(out, to_dict(workflow), seed=workflow.dynamics.seed, device=str(device),
                          inputs=(workflow.system,))
