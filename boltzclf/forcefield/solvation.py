@@ -52,19 +52,20 @@ def solvation_field(system, path: str, dtype: torch.dtype = torch.float64,
     return field
 
 
-def check_lambdas(lambdas, where: str = "lambdas") -> np.ndarray:
-    """λ values as a float64 array, refused unless sorted, distinct, in [0, 1] and including 0 and 1."""
+def lambda_problem(lambdas) -> str | None:
+    """Why ``lambdas`` cannot be a path's windows (None if they can): they must be finite, strictly
+    increasing, in [0, 1] and include both end states."""
     values = np.asarray(lambdas, dtype=np.float64).ravel()
     if values.size < 2 or not np.isfinite(values).all():
-        raise BoltzclfError(f"{where}: need at least 2 finite λ values, got {values.tolist()}")
+        return f"need at least 2 finite λ values, got {values.tolist()}"
     if values.min() < 0.0 or values.max() > 1.0:
-        raise BoltzclfError(f"{where}: every λ must lie in [0, 1], got {values.tolist()}")
+        return f"every λ must lie in [0, 1], got {values.tolist()}"
     if not (np.diff(values) > 0).all():
-        raise BoltzclfError(f"{where}: λ values must be strictly increasing, got {values.tolist()}")
+        return f"λ values must be strictly increasing, got {values.tolist()}"
     if values[0] != 0.0 or values[-1] != 1.0:
-        raise BoltzclfError(f"{where}: the windows must include both end states, λ = 0 (vacuum end) and "
-                            f"λ = 1 (implicit solvent), got {values.tolist()}")
-    return values
+        return ("the windows must include both end states, λ = 0 (vacuum end) and λ = 1 (implicit solvent), "
+                f"got {values.tolist()}")
+    return None
 
 
 @torch.no_grad()
@@ -91,14 +92,15 @@ def reduced_energies(field: TorchForceField, x: torch.Tensor, lambdas, temperatu
     return torch.stack(rows)
 
 
-def du_dlambda(field: TorchForceField, x: torch.Tensor, lam: float, temperature: float,
+def du_dlambda(field: TorchForceField, x: torch.Tensor, lam: float | torch.Tensor, temperature: float,
                chunk_size: int = 4096) -> torch.Tensor:
-    """∂u/∂λ at λ = ``lam`` for every sample, ``(B,)`` float64 in kT, by autograd."""
+    """∂u/∂λ for every sample, ``(B,)`` float64 in kT, by autograd, at λ = ``lam``: one value for all
+    or one per sample ``(B,)``."""
     kT = kt_kj_per_mol(temperature)
+    lam = torch.as_tensor(lam, dtype=torch.float64).expand(x.shape[0])
     out = []
-    for chunk in x.detach().split(chunk_size):
-        scale = torch.full((chunk.shape[0],), float(lam), dtype=chunk.dtype, device=chunk.device,
-                           requires_grad=True)
+    for chunk, chunk_lam in zip(x.detach().split(chunk_size), lam.split(chunk_size)):
+        scale = chunk_lam.to(dtype=chunk.dtype, device=chunk.device).clone().requires_grad_(True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(field(chunk, scale).sum(), scale)
         out.append(grad.to(torch.float64))

@@ -63,6 +63,19 @@ def _end_loss(model, level: int, data: torch.Tensor, pair: tuple[torch.Tensor, t
     have to travel hundreds of kT (ln p̃_θ and −u differ by the absolute log-partition functions) at
     the optimiser's step size.
     """
+    end_margin, level_margin = end_margins(model, level, data, pair, energy, generator)
+    index = 0 if level == 0 else 1
+    with torch.no_grad():
+        g = profiled_offset(end_margin.double(), level_margin.double(), float(model.end_free_energies[index]))
+        model.end_free_energies[index] = g
+    return 0.5 * (F.softplus(end_margin + g) + F.softplus(-level_margin - g))
+
+
+def end_margins(model, level: int, data: torch.Tensor, pair: tuple[torch.Tensor, torch.Tensor], energy: Energy,
+                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """m(x) = ln p̃_θ(t_level, x) − f_level + u(x) ``(B,)`` at the end-class samples ``data`` and at
+    samples of grid level ``level`` made from ``pair``; m + g is the level logit minus the end-class
+    logit (> 0 votes for the level). ``u`` is evaluated without gradients."""
     b = data.shape[0]
     t = model.levels[level].to(data.dtype).expand(b)
     x_level = model.process.corrupt(pair, t, model.noise_like(data, generator))
@@ -70,12 +83,7 @@ def _end_loss(model, level: int, data: torch.Tensor, pair: tuple[torch.Tensor, t
     with torch.no_grad():
         u = energy(x.detach()).to(x.dtype)
     m = model.log_prob_unnormalised(torch.cat([t, t]), x) - model.free_energies[level].to(x.dtype) + u
-    index = 0 if level == 0 else 1
-    with torch.no_grad():
-        g = profiled_offset(m[:b].double(), m[b:].double(), float(model.end_free_energies[index]))
-        model.end_free_energies[index] = g
-    margin = m + g  # level logit − end-class logit: > 0 votes for the level
-    return 0.5 * (F.softplus(margin[:b]) + F.softplus(-margin[b:]))
+    return m[:b], m[b:]
 
 
 def profiled_offset(end_margin: torch.Tensor, level_margin: torch.Tensor, start: float = 0.0,

@@ -34,7 +34,7 @@ from boltzclf.core.formatting import fmt
 from boltzclf.dynamics.config import BatchedMDConfig
 from boltzclf.dynamics.engine import check_supported
 from boltzclf.forcefield.field import GB_PATHS
-from boltzclf.forcefield.solvation import check_lambdas, solvation_field
+from boltzclf.forcefield.solvation import lambda_problem, solvation_field
 from boltzclf.openmm.system import load_system
 from boltzclf.pipelines.solvation_learned import LearnedOptions, end_ensembles, learned_estimates
 from boltzclf.pipelines.solvation_windows import classical_estimates, collect_windows, window_dynamics
@@ -67,10 +67,8 @@ class SolvationWorkflow:
         require(len(self.windows) > 0, "windows", f"name at least one path ({', '.join(GB_PATHS)})")
         for path, lambdas in self.windows.items():
             require(path in GB_PATHS, f"windows.{path}", f"is not a solvation path (choose from {', '.join(GB_PATHS)})")
-            try:
-                check_lambdas(lambdas, f"windows.{path}")
-            except BoltzclfError as exc:
-                require(False, f"windows.{path}", str(exc).split(": ", 1)[1])
+            problem = lambda_problem(lambdas)
+            require(problem is None, f"windows.{path}", problem or "")
         require(self.learned is None or self.learned.experiment.data.system == self.system,
                 "learned.experiment.data.system", "must be the workflow's system")
 
@@ -99,7 +97,7 @@ def run(workflow: SolvationWorkflow, out: str | Path, device: torch.device) -> d
         wall = samples.dynamics.get("wall_s", 0.0) + time.perf_counter() - started
         records, diagnostics[path] = classical_estimates(samples, system.temperature, wall)
         if workflow.learned is not None:
-            ends = end_ensembles(samples, dynamics_dir, workflow.dynamics.walkers, workflow.learned.held_out)
+            ends = end_ensembles(samples, workflow.dynamics.walkers, workflow.learned.held_out)
             records.update(learned_estimates(workflow.learned, system, path, ends, out / path / "learned", device))
         results[path] = {"meaning": PATH_MEANING[path], **records}
     results["diagnostics"] = diagnostics

@@ -24,12 +24,11 @@ import torch
 from boltzclf.core import atomic
 from boltzclf.core.config import require
 from boltzclf.core.errors import BoltzclfError
-from boltzclf.dynamics.output import load_frames
 from boltzclf.estimators.estimate import Estimate
 from boltzclf.estimators.interpolant_ti import interpolant_free_energy
 from boltzclf.forcefield.solvation import solvation_field
 from boltzclf.losses import LossConfig
-from boltzclf.losses.endpoints import profiled_offset
+from boltzclf.losses.endpoints import end_margins, profiled_offset
 from boltzclf.openmm.bridge import kt_kj_per_mol
 from boltzclf.pipelines.compare import PretrainConfig, pretrain_experiment
 from boltzclf.pipelines.experiment import train_on, with_sigma_data
@@ -85,12 +84,12 @@ class EndEnsembles:
     u_end: torch.Tensor
 
 
-def end_ensembles(samples: WindowSamples, dynamics_dir: Path, walkers: int, held_out: float) -> EndEnsembles:
+def end_ensembles(samples: WindowSamples, walkers: int, held_out: float) -> EndEnsembles:
     """Split the end windows of a classical run by walker into training frames and held-out samples."""
     n_train = walkers - max(1, int(round(held_out * walkers)))
     if n_train < 1:
         raise BoltzclfError(f"learned.held_out: {held_out} of {walkers} walkers per window leaves none to train on")
-    frames = torch.from_numpy(load_frames(dynamics_dir)).to(torch.float64)  # (F, K·W, N, 3)
+    frames = samples.trajectory  # (F, K·W, N, 3)
     last = len(samples.lambdas) - 1
 
     def training(k: int) -> torch.Tensor:  # every recorded frame (the dynamics discarded its equilibration),
@@ -174,12 +173,7 @@ def _end_class_estimate(model, ends: EndEnsembles, energies, options: LearnedOpt
     margins = []
     for level, data, energy in ((0, start, energies[0]), (model.n_levels - 1, end, energies[1])):
         pair = aligned_pairs(start, end, data.shape[0], gen)
-        t = model.levels[level].to(data.dtype).expand(data.shape[0])
-        x_level = model.process.corrupt(pair, t, model.noise_like(data, gen))
-        x = torch.cat([data, x_level])
-        m = (model.log_prob_unnormalised(torch.cat([t, t]), x) - model.free_energies[level] + energy(x))
-        m = m.to(torch.float64).cpu()
-        margins.append((m[:data.shape[0]], m[data.shape[0]:]))
+        margins.append(tuple(m.to(torch.float64).cpu() for m in end_margins(model, level, data, pair, energy, gen)))
 
     def estimate(index: list[torch.Tensor]) -> float:
         (a0, b0), (a1, b1) = margins

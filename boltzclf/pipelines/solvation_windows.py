@@ -49,7 +49,8 @@ class WindowSamples:
     ``u_kn`` ``(K, n)`` reduced energies [kT] of every sample at every λ; ``slope`` ``(n,)`` ∂u/∂λ
     [kT] at the sample's own λ; ``g`` ``(K,)`` statistical inefficiencies [frames]; ``t0`` ``(K,)``
     equilibration cuts [frames]; ``frames`` recorded frames per walker; ``dynamics`` the run's results;
-    ``evaluations`` force-field evaluations of the analysis.
+    ``evaluations`` force-field evaluations of the analysis; ``trajectory`` ``(F, K·W, N, 3)`` [nm]
+    every recorded frame of every walker.
     """
 
     lambdas: np.ndarray
@@ -62,6 +63,7 @@ class WindowSamples:
     frames: int
     dynamics: dict
     evaluations: int
+    trajectory: torch.Tensor
 
     def window(self, k: int) -> slice:
         """The samples of window k."""
@@ -85,8 +87,9 @@ def collect_windows(system, path: str, lambdas: np.ndarray, walkers: int, out: P
     temperature = system.temperature
     frames = torch.from_numpy(load_frames(out)).to(torch.float64)  # (F, K·W, N, 3)
     n_frames, n_walkers = frames.shape[:2]
-    own = torch.as_tensor(lambdas).repeat_interleave(walkers)
-    slopes = torch.stack([du_dlambda(field, frames[:, j], float(own[j]), temperature) for j in range(n_walkers)])
+    own = torch.as_tensor(lambdas).repeat_interleave(walkers).repeat(n_frames)  # frame-major, like frames
+    slopes = du_dlambda(field, frames.reshape(-1, *frames.shape[2:]), own, temperature)
+    slopes = slopes.reshape(n_frames, n_walkers).T  # (K·W, F)
     potential = np.load(out / "energies.npz")["reduced_energy"].T  # (K·W, F) kT at each walker's own λ
     positions, slope, counts, g, t0 = [], [], [], [], []
     for k in range(len(lambdas)):
@@ -103,7 +106,8 @@ def collect_windows(system, path: str, lambdas: np.ndarray, walkers: int, out: P
     u_kn = reduced_energies(field, positions, lambdas, temperature).numpy()
     dynamics = {key: value for key, value in (read_results(out) or {}).items() if key != "software"}
     return WindowSamples(lambdas, positions, np.array(counts), u_kn, torch.cat(slope).numpy(), np.array(g),
-                         np.array(t0), n_frames, dynamics, n_frames * n_walkers + positions.shape[0] * len(lambdas))
+                         np.array(t0), n_frames, dynamics, n_frames * n_walkers + positions.shape[0] * len(lambdas),
+                         frames)
 
 
 def classical_estimates(samples: WindowSamples, temperature: float, wall_s: float) -> tuple[dict, dict]:
