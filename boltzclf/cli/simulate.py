@@ -73,7 +73,7 @@ def _default(value, default):
 
 
 def _openmm_config(args: argparse.Namespace, temperature: float):
-    from boltzclf.openmm.md import MDConfig
+    from boltzclf.openmm.md_config import MDConfig
 
     return MDConfig(
         ns=args.ns, temperature=temperature, timestep_fs=args.timestep_fs,
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     temperature = _default(args.temperature, system.temperature)  # 0 is refused, not replaced
     inputs = [args.system] + ([system.spec.source.pdb] if system.spec.kind == "pdb" else [])
     if args.engine == "openmm":
-        from boltzclf.openmm.md import simulate
+        from boltzclf.openmm.simulate import simulate
 
         config, device = _openmm_config(args, temperature), args.platform
     else:

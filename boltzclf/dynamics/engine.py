@@ -39,12 +39,12 @@ from boltzclf.core.errors import BoltzclfError, CheckpointError
 from boltzclf.dynamics.config import BatchedMDConfig
 from boltzclf.dynamics.output import chunk_path, finalise, read_results
 from boltzclf.dynamics.tempering import ExchangeState, exchange, geometric_ladder
+from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.forcefield.field import TorchForceField
 from boltzclf.forcefield.target import TorchEnergyTarget
 from boltzclf.openmm.pool import make_context
 from boltzclf.openmm.system import MolecularSystem
-from boltzclf.sampling.langevin import (Dynamics, LangevinState, baoab_step, init_state, kinetic_energy,
-                                        kt_kj_per_mol, make_dynamics)
+from boltzclf.sampling.langevin import Dynamics, LangevinState, baoab_step, init_state, kinetic_energy, make_dynamics
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from mdtraj.formats import DCDTrajectoryFile
 
 from boltzclf.core import atomic, provenance
 from boltzclf.core.errors import BoltzclfError
-from boltzclf.openmm.bridge import kt_kj_per_mol
+from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.openmm.system import MolecularSystem
 
 INTEGRATOR = "BAOAB (boltzclf.sampling.langevin), per-slot thermostats, centre-of-mass motion removed"

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from boltzclf.sampling.langevin import MOLAR_GAS_CONSTANT, LangevinState
+from boltzclf.energy.units import MOLAR_GAS_CONSTANT
+from boltzclf.sampling.langevin import LangevinState
 from boltzclf.sampling.replica import update_round_trips
 
 

@@ -12,7 +12,7 @@ import openmm
 import torch
 
 from boltzclf.forcefield.analytic import AnalyticTerm, Positions
-from boltzclf.forcefield.vectors import cross, dot, norm
+from boltzclf.geometry import cross, dihedral, dihedral_of_normals, dot, norm
 
 _NM, _RAD, _KJ = openmm.unit.nanometer, openmm.unit.radian, openmm.unit.kilojoule_per_mole
 
@@ -93,24 +93,6 @@ def _sine_term(normal: torch.Tensor) -> torch.Tensor:
     return torch.where(linear, torch.zeros_like(squared), root)
 
 
-def dihedral(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor,
-             dim: int = -1) -> torch.Tensor:
-    """IUPAC dihedral angle in radians (−π, π] of the atom chains ``p0-p1-p2-p3``.
-
-    The Cartesian components lie on axis ``dim`` of each input (``(..., 3)`` by default), which the
-    result lacks. The convention (sign included) is OpenMM's: ``atan2`` of the normals' triple
-    product and dot.
-    """
-    b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
-    return _dihedral_of_normals(cross(b0, b1, dim), cross(b1, b2, dim), b1, norm(b1, dim), dim)
-
-
-def _dihedral_of_normals(n1: torch.Tensor, n2: torch.Tensor, b1: torch.Tensor, b1_length: torch.Tensor,
-                         dim: int = 0) -> torch.Tensor:
-    """The dihedral from the normals ``n1 = b0 × b1`` and ``n2 = b1 × b2`` of the central bond ``b1``."""
-    return torch.atan2(dot(cross(n1, n2, dim), b1, dim) / b1_length, dot(n1, n2, dim))
-
-
 class PeriodicTorsions(AnalyticTerm):
     """``E = Σ k (1 + cos(n φ − φ0))`` over the torsions of a :class:`openmm.PeriodicTorsionForce`.
 
@@ -142,7 +124,7 @@ class PeriodicTorsions(AnalyticTerm):
         n2 = cross(b1, b2)
         b1_squared = dot(b1, b1)
         b1_length = torch.sqrt(b1_squared)
-        phi = _dihedral_of_normals(n1, n2, b1, b1_length)
+        phi = dihedral_of_normals(n1, n2, b1, b1_length)
         de_dphi = -k * periodicity * torch.sin(periodicity * phi - phase)
         g0 = n1 * (-de_dphi * b1_length / dot(n1, n1))
         g3 = n2 * (de_dphi * b1_length / dot(n2, n2))

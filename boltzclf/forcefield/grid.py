@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from boltzclf.forcefield.vectors import dot
+from boltzclf.geometry import dot
 
 
 def pair_distances(xt: torch.Tensor) -> torch.Tensor:

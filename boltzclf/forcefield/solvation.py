@@ -19,7 +19,7 @@ import torch
 
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.forcefield.field import GB_PATHS, TorchForceField
-from boltzclf.openmm.bridge import kt_kj_per_mol
+from boltzclf.energy.units import kt_kj_per_mol
 
 #: Smallest |u(λ=1) − u(λ=0)| [kT] at the start structure for which λ counts as changing the energy.
 MIN_PATH_CHANGE_KT = 1e-6

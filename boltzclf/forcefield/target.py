@@ -5,10 +5,10 @@ Two ways in, same units as the OpenMM bridge (reduced energies in kT, forces in 
 * :class:`TorchEnergyTarget` — the :class:`~boltzclf.targets.protocol.EnergyTarget` protocol natively
   in torch: follows the input's device and dtype and keeps the autograd graph (second derivatives,
   ∂u/∂λ). Build one from a loaded system with :func:`torch_target`.
-* :class:`TorchBridge` — the ``Bridge`` interface of :mod:`boltzclf.openmm.bridge` (numpy inside,
-  shared autograd wrapper), registered
-  under the name ``"torch"``, so ``load_system(path, backend="torch")`` and every bridge user get it
-  with the same energy policy (non-finite / huge energy handling) as the OpenMM backend.
+* :class:`TorchBridge` — the ``Bridge`` interface of :mod:`boltzclf.energy.bridge` (numpy inside,
+  shared autograd wrapper), made by :func:`torch_bridge` for the backend name ``"torch"``, so
+  ``load_system(path, backend="torch")`` and every bridge user get it with the same energy policy
+  (non-finite / huge energy handling) as the OpenMM backend.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ import torch
 from boltzclf.core.device import resolve_device
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.forcefield.field import TorchForceField
-from boltzclf.openmm.bridge import kt_kj_per_mol, reduced_energy, reduced_force, register_backend
-from boltzclf.openmm.policy import EnergyPolicy, EnergyStats, apply_policy
+from boltzclf.energy.bridge import reduced_energy, reduced_force
+from boltzclf.energy.policy import EnergyPolicy, EnergyStats, apply_policy
+from boltzclf.energy.units import kt_kj_per_mol
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -134,4 +135,7 @@ class TorchBridge:
         """Nothing to release (present for the ``Bridge`` interface)."""
 
 
-register_backend("torch", lambda system, **options: TorchBridge(system.system, system.temperature, **options))
+def torch_bridge(system, **options) -> TorchBridge:
+    """A :class:`TorchBridge` for a :class:`~boltzclf.openmm.system.MolecularSystem` at its temperature
+    (the ``"torch"`` backend of :func:`boltzclf.energy.bridge.make_bridge`)."""
+    return TorchBridge(system.system, system.temperature, **options)

@@ -36,14 +36,30 @@ def build(spec: SystemSpec) -> BuiltSystem:
     Raises
     ------
     BoltzclfError
-        If the test system is unknown, or the PDB holds a residue or atom the force field has no
-        template for (the message names the PDB file and the residue).
+        If the test system is unknown or has no atoms, the PDB holds a residue or atom the force
+        field has no template for (the message names the PDB file and the residue), or a coordinate
+        is not finite (the message names the atom).
     """
     if isinstance(spec.source, OpenMMToolsSource):
-        return _from_openmmtools(spec.source, spec.path)
-    if isinstance(spec.source, PDBSource):
-        return _from_pdb(spec.source)
-    raise BoltzclfError(f"{spec.path}: unsupported source {type(spec.source).__name__}")
+        built, where = _from_openmmtools(spec.source, spec.path), f"{spec.path}: source.testsystem"
+    elif isinstance(spec.source, PDBSource):
+        built, where = _from_pdb(spec.source), spec.source.pdb
+    else:
+        raise BoltzclfError(f"{spec.path}: unsupported source {type(spec.source).__name__}")
+    _check_structure(built, where)
+    return built
+
+
+def _check_structure(built: BuiltSystem, where: str) -> None:
+    """Refuse a system without atoms and positions that are not finite, naming the first bad atom."""
+    if built.system.getNumParticles() == 0:
+        raise BoltzclfError(f"{where}: the system has no atoms")
+    bad = np.flatnonzero(~np.isfinite(built.positions).all(axis=1))
+    if len(bad):
+        atom = list(built.topology.atoms())[bad[0]]
+        raise BoltzclfError(f"{where}: non-finite coordinate for atom {atom.name} (index {bad[0]}) of "
+                            f"residue {atom.residue.name}{atom.residue.id}"
+                            + (f" and {len(bad) - 1} more atoms" if len(bad) > 1 else ""))
 
 
 def quiet_openmmtools():

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from boltzclf.core.errors import BoltzclfError
-from boltzclf.forcefield.bonded import dihedral as atom_chain_dihedral
+from boltzclf.geometry import dihedral as atom_chain_dihedral
 
 #: Best–Hummer–Eaton switching: steepness β [1/nm], tolerance λ, native cutoff [nm], min separation.
 Q_BETA, Q_LAMBDA, Q_CUTOFF, Q_MIN_SEPARATION = 50.0, 1.8, 0.45, 3

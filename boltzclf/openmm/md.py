@@ -1,90 +1,30 @@
-"""Resumable Langevin MD producing reference data: trajectory, per-frame reduced energies, metadata.
+"""Resumable plain Langevin MD on one OpenMM Context (the engine behind :mod:`boltzclf.openmm.simulate`).
 
-Layout of a run directory (``--out``)::
-
-    config.json, metadata.json      resolved config and provenance (boltzclf.core.rundir)
-    checkpoint.pt                   OpenMM checkpoint (positions, velocities, RNG) + frames done
-    chunks/chunk_00000.pt ...       frames of each completed chunk, float64 nm, reduced energies
-    trajectory.dcd, topology.pdb    final mdtraj-readable trajectory (written when all chunks exist)
-    energies.npz                    reduced_energy [kT], potential_energy [kJ/mol], time [ps]
-    results.json                    MD parameters, throughput, output checksums
-
-Resuming is exact: the state is checkpointed after every chunk together with the number of frames
+Frames go to ``chunks/`` and the Context state to ``checkpoint.pt`` after every chunk. Resuming is exact: the state is checkpointed after every chunk together with the number of frames
 written, and the running Context reloads each checkpoint it writes, so an interrupted run and an
 uninterrupted one continue from identical states (same platform and thread count).
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import time
-from dataclasses import dataclass
-from typing import Optional
 from pathlib import Path
 
-import mdtraj
 import numpy as np
 import openmm
 import openmm.unit as unit
 import torch
 from tqdm.auto import tqdm
 
-from boltzclf.core import atomic, provenance
-from boltzclf.core.config import require
+from boltzclf.core import atomic
 from boltzclf.core.errors import CheckpointError
-from boltzclf.openmm.bridge import kt_kj_per_mol
+from boltzclf.energy.units import kt_kj_per_mol
+from boltzclf.openmm.md_config import MDConfig
+from boltzclf.openmm.md_output import write_outputs
 from boltzclf.openmm.pool import make_context
 from boltzclf.openmm.system import MolecularSystem
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MDConfig:
-    """Langevin MD settings. Units: ns, K, fs, 1/ps, ps.
-
-    ``replicas > 1`` selects parallel tempering (:mod:`boltzclf.openmm.tempering`) between
-    ``temperature`` and ``max_temperature``; otherwise plain LangevinMiddleIntegrator MD.
-    """
-
-    ns: float
-    temperature: float
-    timestep_fs: float = 1.0
-    friction_per_ps: float = 1.0
-    stride_ps: float = 0.1
-    seed: int = 0
-    equilibration_ps: float = 10.0
-    minimize: bool = True
-    platform: str = "CPU"
-    threads: int = 2
-    checkpoint_frames: int = 1000
-    replicas: int = 1
-    max_temperature: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        flags = {"ns": "--ns", "temperature": "--temperature", "timestep_fs": "--timestep-fs",
-                 "friction_per_ps": "--friction", "stride_ps": "--stride-ps"}
-        for key, flag in flags.items():
-            require(getattr(self, key) > 0, flag, "must be positive")
-        require(self.equilibration_ps >= 0, "--equilibration-ps", "must be >= 0")
-        require(self.threads >= 1 and self.checkpoint_frames >= 1, "--threads/--checkpoint-frames",
-                "must be >= 1")
-        require(math.isclose(self.stride_steps * self.timestep_fs, self.stride_ps * 1000.0, abs_tol=1e-9),
-                "--stride-ps",
-                f"must be a whole number of {self.timestep_fs} fs timesteps")
-        require(self.replicas >= 1, "--replicas", "must be >= 1")
-        require(self.replicas == 1 or (self.max_temperature or 0) > self.temperature,
-                "--max-temperature", "parallel tempering needs a maximum above --temperature")
-
-    @property
-    def stride_steps(self) -> int:
-        return max(1, round(self.stride_ps * 1000.0 / self.timestep_fs))
-
-    @property
-    def n_frames(self) -> int:
-        return max(1, round(self.ns * 1000.0 / self.stride_ps))
 
 
 def _integrator(config: MDConfig) -> openmm.LangevinMiddleIntegrator:
@@ -141,21 +81,12 @@ def _run_chunk(context: openmm.Context, config: MDConfig, n: int, kT: float) -> 
             "reduced_energy": torch.from_numpy(energy / kT)}
 
 
-def simulate(system: MolecularSystem, config: MDConfig, out: str | os.PathLike,
-             progress: bool = True) -> dict:
-    """Run (or resume) MD of ``system`` into run directory ``out`` and return the results record.
+def langevin_md(system: MolecularSystem, config: MDConfig, out: Path, progress: bool = True) -> dict:
+    """Run (or resume) Langevin MD of ``system`` into run directory ``out``; the results record.
 
-    ``out`` must already be prepared with :func:`boltzclf.core.rundir.prepare`. Frames are taken every
-    ``stride_ps`` after ``equilibration_ps``; energies are reduced with kT at ``config.temperature``.
+    Frames are taken every ``stride_ps`` after ``equilibration_ps``; energies are reduced with kT at
+    ``config.temperature``.
     """
-    out = Path(out)
-    if (out / "results.json").exists():
-        log.info("%s: run already complete", out)
-        return json.loads((out / "results.json").read_text())
-    if config.replicas > 1:
-        from boltzclf.openmm.tempering import temper
-
-        return temper(system, config, out, progress)
     kT = kt_kj_per_mol(config.temperature)
     context = make_context(system.system, config.platform, config.threads, _integrator(config))
     checkpointer = _Checkpointer(out, context)
@@ -195,36 +126,3 @@ def _finalise(system: MolecularSystem, config: MDConfig, out: Path, wall_s: floa
              "ns_per_day": len(cat["positions"]) * config.stride_ps / 1000.0 / wall_s * 86400.0}
     return write_outputs(system, config, out, cat["positions"], cat["reduced_energy"],
                          cat["potential_energy"], extra)
-
-
-def write_outputs(system: MolecularSystem, config: MDConfig, out: Path, positions: np.ndarray,
-                  reduced_energy: np.ndarray, potential_energy: np.ndarray, extra: dict) -> dict:
-    """Write trajectory.dcd, topology.pdb, energies.npz and results.json (all atomically).
-
-    ``positions`` ``(N, n_atoms, 3)`` nm; ``reduced_energy`` ``(N,)`` kT at ``config.temperature``;
-    ``potential_energy`` ``(N,)`` kJ/mol; ``extra`` is merged into the results record.
-    """
-    time_ps = config.stride_ps * np.arange(1, len(positions) + 1)
-    trajectory = mdtraj.Trajectory(positions, system.mdtraj_topology, time=time_ps)
-    atomic.save_with(out / "trajectory.dcd", trajectory.save_dcd)
-    atomic.save_with(out / "topology.pdb", mdtraj.Trajectory(system.positions, system.mdtraj_topology).save_pdb)
-    atomic.save_npz(out / "energies.npz", time=time_ps, reduced_energy=reduced_energy,
-                potential_energy=potential_energy)
-    results = {
-        "system": system.spec.name,
-        "n_frames": len(positions),
-        "simulated_ns": len(positions) * config.stride_ps / 1000.0,
-        "timestep_fs": config.timestep_fs,
-        "friction_per_ps": config.friction_per_ps,
-        "temperature_K": config.temperature,
-        "stride_ps": config.stride_ps,
-        "seed": config.seed,
-        "platform": config.platform,
-        "threads": config.threads,
-        **extra,
-        "energy_unit": "kT at temperature_K (reduced_energy); kJ/mol (potential_energy)",
-        "checksums_sha256": {name: provenance.sha256(out / name)
-                             for name in ("trajectory.dcd", "topology.pdb", "energies.npz")},
-    }
-    atomic.write_json(out / "results.json", results)
-    return results

@@ -35,10 +35,17 @@ def make_context(system: openmm.System, platform: str = "CPU", threads: int = 1,
 
 
 class ContextEvaluator:
-    """Energies and forces of configurations, evaluated one by one on a single Context."""
+    """Energies and forces of configurations, evaluated one by one on a single Context.
+
+    Virtual sites are placed from their parent atoms before each evaluation, so the energy does not
+    depend on the input's coordinates of a site; OpenMM distributes a site's force onto its parents
+    and also reports it on the site, where it is set to zero here, so that forces are −∇ of the
+    energy of the input.
+    """
 
     def __init__(self, system: openmm.System, platform: str = "CPU", threads: int = 1) -> None:
         self.context = make_context(system, platform, threads)
+        self._virtual_sites = np.array([system.isVirtualSite(i) for i in range(system.getNumParticles())])
 
     def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Potential energies ``(B,)`` [kJ/mol] and forces ``(B, n, 3)`` [kJ/mol/nm] of ``x`` [nm]."""
@@ -46,9 +53,12 @@ class ContextEvaluator:
         force = np.empty(x.shape, dtype=np.float64)
         for i, positions in enumerate(x):
             self.context.setPositions(positions)
+            if self._virtual_sites.any():
+                self.context.computeVirtualSites()
             state = self.context.getState(getEnergy=True, getForces=True)
             energy[i] = state.getPotentialEnergy().value_in_unit(_KJ)
             force[i] = state.getForces(asNumpy=True).value_in_unit(_KJ_NM)
+        force[:, self._virtual_sites] = 0.0
         return energy, force
 
     def close(self) -> None:
@@ -111,9 +121,17 @@ class ContextPool:
     def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`ContextEvaluator.evaluate`, split over the workers."""
         chunks = [c for c in np.array_split(x, self.n_workers) if len(c)]
+        sent = []
         for conn, chunk in zip(self._conns, chunks):
-            conn.send(chunk)
-        results = self._receive_all(self._conns[: len(chunks)])
+            try:
+                conn.send(chunk)
+            except OSError:  # the worker is gone (killed, crashed): its end of the pipe is closed
+                break
+            sent.append(conn)
+        results = self._receive_all(sent)  # drain the replies of the chunks that were sent
+        if len(sent) < len(chunks):
+            raise BoltzclfError(f"OpenMM worker failed: worker {len(sent)} of {self.n_workers} is no "
+                                "longer running; close this bridge and make a new one")
         return (np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]))
 
     @staticmethod

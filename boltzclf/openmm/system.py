@@ -11,7 +11,8 @@ import openmm.app as app
 import torch
 
 from boltzclf.core.errors import BoltzclfError
-from boltzclf.openmm.bridge import Bridge, kt_kj_per_mol, make_bridge
+from boltzclf.energy.bridge import Bridge, make_bridge
+from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.openmm.builders import build
 from boltzclf.openmm.spec import SystemSpec, load_spec
 

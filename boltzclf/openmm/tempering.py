@@ -6,7 +6,7 @@ dynamics per replica followed by replica swaps. Its NetCDF storage (``tempering.
 ``tempering_checkpoint.nc``) holds every replica and is what a re-run resumes from; unlike plain MD
 the resumed frames are statistically, not bitwise, equivalent (openmmtools does not checkpoint its
 random state). On completion the frames visiting the lowest temperature become ``trajectory.dcd``
-with their reduced energies at that temperature, as written by :mod:`boltzclf.openmm.md`.
+with their reduced energies at that temperature, as plain MD writes them (:mod:`boltzclf.openmm.md_output`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import openmm.unit as unit
 from tqdm.auto import tqdm
 
 from boltzclf.openmm.builders import quiet_openmmtools
-from boltzclf.openmm.md import MDConfig, write_outputs
+from boltzclf.openmm.md_config import MDConfig
+from boltzclf.openmm.md_output import write_outputs
 from boltzclf.openmm.system import MolecularSystem
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from boltzclf.estimators.interpolant_ti import interpolant_free_energy
 from boltzclf.forcefield.solvation import solvation_field
 from boltzclf.losses import LossConfig
 from boltzclf.losses.endpoints import end_margins, profiled_offset
-from boltzclf.openmm.bridge import kt_kj_per_mol
+from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.pipelines.compare import PretrainConfig, pretrain_experiment
 from boltzclf.pipelines.experiment import train_on, with_sigma_data
 from boltzclf.pipelines.solvation_windows import WindowSamples, free_energy_record

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from boltzclf.estimators.alchemical import bar_chain, decorrelate, exponential_a
     thermodynamic_integration
 from boltzclf.estimators.estimate import KJ_PER_KCAL, Estimate
 from boltzclf.forcefield.solvation import du_dlambda, reduced_energies, solvation_field
-from boltzclf.openmm.bridge import kt_kj_per_mol
+from boltzclf.energy.units import kt_kj_per_mol
 
 log = logging.getLogger(__name__)
 

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
+from boltzclf.energy.units import MOLAR_GAS_CONSTANT, kt_kj_per_mol
 from boltzclf.sampling.mcmc import adapt_step_size, evaluate_active, mala_step, target_log_density
 
 log = logging.getLogger(__name__)
 
-MOLAR_GAS_CONSTANT = 0.00831446261815324  # kJ/mol/K
 INTEGRATORS = ("baoab", "ghmc", "mala")
 
 
@@ -124,11 +124,6 @@ class LangevinResult:
     n_dof: int
     step_size: torch.Tensor | float | None
     final_state: LangevinState
-
-
-def kt_kj_per_mol(temperature: float) -> float:
-    """kT in kJ/mol at ``temperature`` K."""
-    return MOLAR_GAS_CONSTANT * temperature
 
 
 def make_dynamics(x: torch.Tensor, dt: float, friction: float, temperature: float | None = None,

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from boltzclf.dynamics.tempering import ExchangeState, exchange, geometric_ladder
-from boltzclf.sampling.langevin import MOLAR_GAS_CONSTANT, LangevinState, baoab_step, init_state, make_dynamics
+from boltzclf.energy.units import MOLAR_GAS_CONSTANT
+from boltzclf.sampling.langevin import LangevinState, baoab_step, init_state, make_dynamics
 
 F64 = torch.float64
 

@@ -12,7 +12,7 @@ import torch
 
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.forcefield.solvation import du_dlambda, lambda_problem, reduced_energies, solvation_field
-from boltzclf.openmm.bridge import kt_kj_per_mol
+from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.openmm.system import load_system
 from forcefield_testdata import openmm_reference, perturbed
 from test_torchff_gb_scale import scaled_gb_system

@@ -19,7 +19,8 @@ from boltzclf.dynamics.config import BatchedMDConfig
 from boltzclf.dynamics.engine import build_simulation, run_segments
 from boltzclf.dynamics.output import finalise, load_frames
 from boltzclf.openmm import load_system
-from boltzclf.openmm.md import MDConfig, simulate as simulate_openmm
+from boltzclf.openmm.md_config import MDConfig
+from boltzclf.openmm.simulate import simulate as simulate_openmm
 
 SPEC = SYSTEMS_DIR / "alanine_dipeptide_implicit.yaml"
 FAST = ["--engine", "torch", "--threads", "1", "--equilibration-ps", "0.1", "--stride-ps", "0.05",

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from boltzclf.core.errors import BoltzclfError
+from boltzclf.energy.bridge import make_bridge, register_backend
+from boltzclf.energy.policy import EnergyPolicy, EnergyStats
 from boltzclf.openmm import load_system
-from boltzclf.openmm.bridge import make_bridge
-from boltzclf.openmm.policy import EnergyPolicy
 from boltzclf.openmm.pool import ContextEvaluator
 
 from openmm_testdata import SYSTEM_NAMES, SYSTEMS_DIR
@@ -136,25 +136,26 @@ def test_unknown_backend_is_an_error(systems):
         make_bridge(systems["alanine_dipeptide_vacuum"], backend="nope")
 
 
-def test_a_registered_backend_is_used_by_load_system():
-    """The seam for the torch-native force field: any registered factory serves energy()."""
-    from boltzclf.openmm.bridge import register_backend
-    from boltzclf.openmm.policy import EnergyStats
+class _ConstantSeven:
+    """A backend whose energy is 7 kT everywhere."""
 
-    class Constant:
-        def __init__(self, system):
-            self.n_atoms, self.stats = system.n_atoms, EnergyStats()
+    def __init__(self, system):
+        self.n_atoms, self.stats = system.n_atoms, EnergyStats()
 
-        def energy(self, x):
-            return torch.full(x.shape[:1], 7.0, dtype=x.dtype)
+    def energy(self, x):
+        return torch.full(x.shape[:1], 7.0, dtype=x.dtype)
 
-        def force(self, x):
-            return torch.zeros_like(x)
+    def force(self, x):
+        return torch.zeros_like(x)
 
-        def close(self):
-            pass
+    def close(self):
+        pass
 
-    register_backend("constant-test", Constant)
+
+@pytest.mark.parametrize("factory", [_ConstantSeven, f"{__name__}:_ConstantSeven"], ids=["callable", "import-string"])
+def test_a_registered_backend_is_used_by_load_system(factory):
+    """Any registered factory, a callable or an import string resolved on use, serves energy()."""
+    register_backend("constant-test", factory)
     system = load_system(SYSTEMS_DIR / "alanine_dipeptide_vacuum.yaml", backend="constant-test")
     assert system.energy(torch.zeros(2, 22, 3, dtype=torch.float64)).tolist() == [7.0, 7.0]
 
@@ -173,3 +174,33 @@ def test_pool_worker_errors_are_clear_and_leave_no_stale_replies(systems):
         energy, _ = pool.evaluate(moved)  # the replies of this batch, not of the failed one
         expected, _ = ContextEvaluator(system.system).evaluate(moved)
         np.testing.assert_allclose(energy, expected, rtol=1e-6)
+
+
+def test_virtual_sites_are_placed_before_evaluation():
+    """u = x_site² with the site midway between two atoms at x = 1 and 3 nm: u = 4, force −2 on each
+    atom and none on the site (its input coordinates are ignored)."""
+    import openmm
+
+    system = openmm.System()
+    for mass in (1.0, 1.0, 0.0):
+        system.addParticle(mass)
+    system.setVirtualSite(2, openmm.TwoParticleAverageSite(0, 1, 0.5, 0.5))
+    external = openmm.CustomExternalForce("x^2")
+    external.addParticle(2, [])
+    system.addForce(external)
+    x = np.array([[[1.0, 0, 0], [3.0, 0, 0], [7.0, 0, 0]]])
+    energy, force = ContextEvaluator(system, "Reference").evaluate(x)
+    assert energy == pytest.approx([4.0])
+    np.testing.assert_allclose(force[0, :, 0], [-2.0, -2.0, 0.0], atol=1e-12)
+
+
+def test_a_dead_pool_worker_is_a_clear_error(systems):
+    from boltzclf.openmm.pool import ContextPool
+
+    system = systems["alanine_dipeptide_vacuum"]
+    with ContextPool(system.system, 2) as pool:
+        pool._procs[1].kill()
+        pool._procs[1].join()
+        x = np.repeat(system.positions[None], 4, axis=0)
+        with pytest.raises(BoltzclfError, match="OpenMM worker failed: worker 1 of 2 is no longer running|the worker process died"):
+            pool.evaluate(x)

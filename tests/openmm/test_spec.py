@@ -123,3 +123,39 @@ def test_forcefield_next_to_the_spec_is_preferred(tmp_path):
     shutil.copy(bundled, tmp_path / "my_ff.xml")
     spec = load_spec(write_spec(tmp_path, forcefield="[my_ff.xml, amber14/tip3p.xml]"))
     assert spec.source.forcefield[0] == str(tmp_path / "my_ff.xml")
+
+
+@pytest.mark.parametrize("pdb", ["../outside/mol.pdb", "{abs}"], ids=["dot-dot", "absolute"])
+def test_a_pdb_outside_the_spec_folder_is_refused_unless_its_folder_is_named(tmp_path, monkeypatch, pdb):
+    outside, spec_dir = tmp_path / "outside", tmp_path / "specs"
+    outside.mkdir()
+    spec_dir.mkdir()
+    shutil.copy(SYSTEMS_DIR / "chignolin_cln025.pdb", outside / "mol.pdb")
+    spec = write_spec(spec_dir, pdb=pdb.format(abs=outside / "mol.pdb"))
+    monkeypatch.delenv("BOLTZCLF_DATA_PATH", raising=False)
+    with pytest.raises(ConfigError, match=r"source.pdb: .*mol.pdb' lies outside the spec's folder"):
+        load_spec(spec)
+    assert load_spec(spec, data_paths=(outside,)).source.pdb.endswith("mol.pdb")
+    monkeypatch.setenv("BOLTZCLF_DATA_PATH", str(outside))
+    assert load_spec(spec).source.pdb.endswith("mol.pdb")
+
+
+def test_a_local_forcefield_outside_the_spec_folder_is_refused(tmp_path):
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    shutil.copy(SYSTEMS_DIR / "chignolin_cln025.pdb", spec_dir / "mol.pdb")
+    (tmp_path / "ff.xml").write_text("<ForceField/>")
+    with pytest.raises(ConfigError, match=r"source.forcefield: '../ff.xml' lies outside"):
+        load_spec(write_spec(spec_dir, forcefield="[../ff.xml]"))
+
+
+def test_a_nan_coordinate_is_refused_naming_the_atom(tmp_path):
+    edited_chignolin_pdb(tmp_path, "ATOM      5  CA  TYR A   1       0.767", "ATOM      5  CA  TYR A   1         nan")
+    with pytest.raises(BoltzclfError, match=r"mol.pdb: non-finite coordinate for atom CA \(index 4\) of residue TYR1"):
+        load_system(write_spec(tmp_path))
+
+
+def test_a_test_system_without_atoms_is_refused(tmp_path):
+    text = "name: x\nkind: openmmtools\ntemperature: 300\nsource:\n  testsystem: TestSystem\n"
+    with pytest.raises(BoltzclfError, match=r"spec.yaml: source.testsystem: the system has no atoms"):
+        load_system(write_spec(tmp_path, text=text))

@@ -15,10 +15,10 @@ import torch
 from pymbar.timeseries import statistical_inefficiency
 
 from boltzclf.diffusion import VariancePreserving, log_snr_grid
+from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.models.analytic import MixtureMarginalEnergy
 from boltzclf.sampling import mcmc
-from boltzclf.sampling.langevin import (baoab_step, init_state, kinetic_energy, kt_kj_per_mol, make_dynamics,
-                                        run_langevin)
+from boltzclf.sampling.langevin import baoab_step, init_state, kinetic_energy, make_dynamics, run_langevin
 from boltzclf.sampling.mcmc import adapt_step_size, mala_step, target_log_density
 from boltzclf.targets.gmm import GaussianMixture, two_modes
 

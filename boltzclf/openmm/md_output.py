@@ -1,0 +1,48 @@
+"""The final outputs of an OpenMM MD run: mdtraj-readable trajectory, energies and results record.
+
+Written the same way by plain Langevin MD (:mod:`boltzclf.openmm.md`) and parallel tempering
+(:mod:`boltzclf.openmm.tempering`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+
+from boltzclf.core import atomic, provenance
+from boltzclf.openmm.md_config import MDConfig
+from boltzclf.openmm.system import MolecularSystem
+
+
+def write_outputs(system: MolecularSystem, config: MDConfig, out: Path, positions: np.ndarray,
+                  reduced_energy: np.ndarray, potential_energy: np.ndarray, extra: dict) -> dict:
+    """Write trajectory.dcd, topology.pdb, energies.npz and results.json (all atomically).
+
+    ``positions`` ``(N, n_atoms, 3)`` nm; ``reduced_energy`` ``(N,)`` kT at ``config.temperature``;
+    ``potential_energy`` ``(N,)`` kJ/mol; ``extra`` is merged into the results record.
+    """
+    time_ps = config.stride_ps * np.arange(1, len(positions) + 1)
+    trajectory = mdtraj.Trajectory(positions, system.mdtraj_topology, time=time_ps)
+    atomic.save_with(out / "trajectory.dcd", trajectory.save_dcd)
+    atomic.save_with(out / "topology.pdb", mdtraj.Trajectory(system.positions, system.mdtraj_topology).save_pdb)
+    atomic.save_npz(out / "energies.npz", time=time_ps, reduced_energy=reduced_energy,
+                potential_energy=potential_energy)
+    results = {
+        "system": system.spec.name,
+        "n_frames": len(positions),
+        "simulated_ns": len(positions) * config.stride_ps / 1000.0,
+        "timestep_fs": config.timestep_fs,
+        "friction_per_ps": config.friction_per_ps,
+        "temperature_K": config.temperature,
+        "stride_ps": config.stride_ps,
+        "seed": config.seed,
+        "platform": config.platform,
+        "threads": config.threads,
+        **extra,
+        "energy_unit": "kT at temperature_K (reduced_energy); kJ/mol (potential_energy)",
+        "checksums_sha256": {name: provenance.sha256(out / name)
+                             for name in ("trajectory.dcd", "topology.pdb", "energies.npz")},
+    }
+    atomic.write_json(out / "results.json", results)
+    return results
