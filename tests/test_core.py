@@ -82,12 +82,13 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 
 def test_run_directory_resumes_same_config_and_refuses_another(tmp_path):
     out = tmp_path / "run"
-    rundir.prepare(out, {"x": 1}, seed=0, device="cpu")
+    rundir.prepare(out, {"x": 1, "md": {"seed": 0, "ns": 1.0}}, seed=0, device="cpu")
     metadata = (out / "metadata.json").read_text()
-    rundir.prepare(out, {"x": 1}, seed=0, device="cpu")
+    (out / "checkpoint.pt").write_text("work")
+    rundir.prepare(out, {"x": 1, "md": {"seed": 0, "ns": 1.0}}, seed=0, device="cpu")
     assert (out / "metadata.json").read_text() == metadata
-    with pytest.raises(BoltzclfError, match="different config"):
-        rundir.prepare(out, {"x": 2}, seed=0, device="cpu")
+    with pytest.raises(BoltzclfError, match=r"different config \(md.seed: 0 -> 7; y: '<absent>' -> 2\)"):
+        rundir.prepare(out, {"x": 1, "md": {"seed": 7, "ns": 1.0}, "y": 2}, seed=0, device="cpu")
     (tmp_path / "file").write_text("")
     with pytest.raises(BoltzclfError, match="not a directory"):
         rundir.prepare(tmp_path / "file", {}, seed=0, device="cpu")
@@ -108,3 +109,61 @@ def test_cuda_request_follows_availability():
     else:
         with pytest.raises(BoltzclfError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_a_run_directory_whose_start_failed_takes_a_corrected_config(tmp_path):
+    """Nothing but config.json and metadata.json: the start failed before any work (e.g. an
+    unavailable platform), so the corrected retry may use the directory."""
+    out = tmp_path / "run"
+    rundir.prepare(out, {"platform": "CUDA"}, seed=0, device="cpu")
+    rundir.prepare(out, {"platform": "CPU"}, seed=0, device="cpu")
+    assert '"CPU"' in (out / "config.json").read_text()
+
+
+def test_resuming_with_a_changed_input_file_is_refused(tmp_path):
+    pdb, out = tmp_path / "mol.pdb", tmp_path / "run"
+    pdb.write_text("ATOM\n")
+    rundir.prepare(out, {"x": 1}, seed=0, device="cpu", inputs=(pdb,))
+    (out / "chunks").mkdir()
+    rundir.prepare(out, {"x": 1}, seed=0, device="cpu")  # unchanged: resumes
+    pdb.write_text("ATOM\nREMARK edited\n")
+    with pytest.raises(BoltzclfError, match=r"mol.pdb: changed since the run in .* started"):
+        rundir.prepare(out, {"x": 1}, seed=0, device="cpu")
+    pdb.unlink()
+    with pytest.raises(BoltzclfError, match=r"mol.pdb: input of the run in .* is missing"):
+        rundir.prepare(out, {"x": 1}, seed=0, device="cpu")
+
+
+@pytest.mark.parametrize("writer, failure", [
+    ("torch_save", RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")),
+    ("save_npz", OSError(28, "No space left on device")),
+])
+def test_a_full_disk_is_named_and_leaves_the_old_file(tmp_path, monkeypatch, writer, failure):
+    """A full disk as torch's zip writer and numpy report it (measured on a 64 KiB tmpfs)."""
+    import numpy as np
+    import torch
+
+    path = tmp_path / ("chunk.pt" if writer == "torch_save" else "energies.npz")
+    path.write_bytes(b"old contents")
+
+    def full_disk(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(torch if writer == "torch_save" else np, "save" if writer == "torch_save" else "savez", full_disk)
+    with pytest.raises(BoltzclfError, match=rf"{path.name}: cannot write it .*the previous version, if any, is untouched"):
+        getattr(atomic, writer)(path, **({"obj": {}} if writer == "torch_save" else {"a": np.zeros(3)}))
+    assert path.read_bytes() == b"old contents"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_truncated_tensor_file_is_named(tmp_path):
+    import torch
+
+    from boltzclf.core.errors import CheckpointError
+
+    path = tmp_path / "chunk_00000.pt"
+    atomic.torch_save(path, {"positions": torch.zeros(100, 22, 3)})
+    assert atomic.torch_load(path)["positions"].shape == (100, 22, 3)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match=r"chunk_00000.pt: unreadable"):
+        atomic.torch_load(path)

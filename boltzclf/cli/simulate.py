@@ -106,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "openmm":
         from boltzclf.openmm.simulate import simulate
 
+        from boltzclf.openmm.pool import check_platform
+
         config, device = _openmm_config(args, temperature), args.platform
+        check_platform(config.platform)  # refuse before the run directory exists
     else:
         from boltzclf.dynamics.engine import check_supported, simulate_batched as simulate
 

@@ -1,7 +1,10 @@
-"""Atomic file writes: write to a temporary file in the same directory, then rename.
+"""Atomic, durable file writes: write to a temporary file in the same directory, flush it to disk,
+then rename, and flush the directory entry.
 
 A reader (or a resumed run) therefore sees either the old file or the complete new one, never a
-partial write, even if the process is killed mid-write.
+partial write, even if the process is killed mid-write or the machine loses power after the rename.
+A failed write (a full disk, a read-only folder) leaves the old file and raises a
+:class:`~boltzclf.core.errors.BoltzclfError` naming the file.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from boltzclf.core.errors import BoltzclfError, CheckpointError
 
 
 def _read_umask() -> int:
@@ -33,12 +38,32 @@ def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+        _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+        _fsync(path.parent)
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) or _is_write_failure(exc):
+            raise BoltzclfError(f"{path}: cannot write it ({exc}); the previous version, if any, is "
+                                "untouched") from None
         raise
     return path
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    """Flush a file's (or a directory's) data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """torch's zip writer reports a full disk or an I/O error as a RuntimeError of its C++ stream
+    (``inline_container.cc``: "unexpected pos", "file write failed")."""
+    return isinstance(exc, RuntimeError) and "inline_container" in str(exc)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -59,6 +84,21 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 def torch_save(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically :func:`torch.save` ``obj`` (plain tensors and containers only; no pickled code)."""
     return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def torch_load(path: str | os.PathLike) -> Any:
+    """Read a file written by :func:`torch_save` (tensors and containers only).
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, truncated or corrupt, naming it.
+    """
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files
+        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {exc}); the run cannot use "
+                              "it: delete the run directory to start again") from None
 
 
 def save_npz(path: str | os.PathLike, **arrays) -> Path:

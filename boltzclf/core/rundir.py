@@ -1,8 +1,11 @@
 """Output directories of runs: resolved config, provenance, and the resume/overwrite rule.
 
 A run directory holds ``config.json`` (the fully resolved config) and ``metadata.json``
-(provenance). Running the same command again resumes; running a *different* config into a
-directory that already holds a run is refused, so no existing output is overwritten.
+(provenance, with the sha256 of every input file). Running the same command again resumes, after
+checking that no input file has changed; running a *different* config into a directory that already
+holds a run is refused, naming the settings that differ, so no existing output is overwritten. A
+directory holding nothing but those two files (a start that failed before any work) is taken over
+by the new config.
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from pathlib import Path
 
 from boltzclf.core import atomic, provenance
 from boltzclf.core.errors import BoltzclfError
+
+RECORDS = ("config.json", "metadata.json")
 
 
 def prepare(out: str | Path, resolved_config: dict, *, seed: int | None, device: str,
@@ -23,24 +28,65 @@ def prepare(out: str | Path, resolved_config: dict, *, seed: int | None, device:
     Raises
     ------
     BoltzclfError
-        If ``out`` is a file, or holds a run with a different config.
+        If ``out`` is a file, holds a run with a different config (the message names the differing
+        settings), or an input file recorded in its ``metadata.json`` has changed since.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BoltzclfError(f"--out {out}: exists and is not a directory")
     config_path = out / "config.json"
-    if config_path.exists():
-        try:
-            previous = json.loads(config_path.read_text())
-        except json.JSONDecodeError:
-            raise BoltzclfError(f"{config_path}: unreadable; refusing to reuse {out}") from None
-        if previous != json.loads(json.dumps(resolved_config)):
+    resolved = json.loads(json.dumps(resolved_config))
+    if config_path.exists() and _holds_work(out):
+        previous = _read_json(config_path, out)
+        if previous != resolved:
             raise BoltzclfError(
-                f"--out {out}: holds a run with a different config; choose a new directory "
-                "(nothing was overwritten)"
-            )
+                f"--out {out}: holds a run with a different config ({describe_differences(previous, resolved)}); "
+                "choose a new directory (nothing was overwritten)")
+        _check_inputs(out)
         return out
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(config_path, resolved_config)
     atomic.write_json(out / "metadata.json", provenance.collect(seed, device, inputs))
     return out
+
+
+def _holds_work(out: Path) -> bool:
+    """Whether ``out`` holds anything besides its config and metadata records."""
+    return any(p.name not in RECORDS for p in out.iterdir())
+
+
+def _read_json(path: Path, out: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise BoltzclfError(f"{path}: unreadable; refusing to reuse {out}") from None
+
+
+def describe_differences(old, new, prefix: str = "", limit: int = 5) -> str:
+    """``"key: old -> new"`` for up to ``limit`` differing leaves of two JSON-like values (dotted keys)."""
+    found = _differences(old, new, prefix)
+    shown = "; ".join(f"{key or 'config'}: {a!r} -> {b!r}" for key, a, b in found[:limit])
+    return shown + (f"; and {len(found) - limit} more" if len(found) > limit else "")
+
+
+def _differences(old, new, prefix: str) -> list[tuple[str, object, object]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in list(old) + [k for k in new if k not in old]:
+            name = f"{prefix}.{key}" if prefix else str(key)
+            found += _differences(old.get(key, "<absent>"), new.get(key, "<absent>"), name)
+        return found
+    return [] if old == new else [(prefix, old, new)]
+
+
+def _check_inputs(out: Path) -> None:
+    """Refuse to resume when an input file recorded in ``metadata.json`` is missing or has changed."""
+    metadata = out / "metadata.json"
+    if not metadata.exists():
+        return
+    for path, recorded in _read_json(metadata, out).get("inputs", {}).items():
+        if not Path(path).is_file():
+            raise BoltzclfError(f"{path}: input of the run in {out} is missing; restore it to resume")
+        if provenance.sha256(path) != recorded:
+            raise BoltzclfError(f"{path}: changed since the run in {out} started (sha256 differs); resuming "
+                                "would mix two inputs: restore the file or choose a new --out")

@@ -67,6 +67,8 @@ class BatchedMDConfig:
         require(self.dtype in DTYPES, _name("dtype"), f"must be one of {', '.join(DTYPES)}")
         require(self.replicas == 1 or (self.max_temperature or 0) > self.temperature,
                 _name("max_temperature"), "replica exchange needs a maximum above the temperature")
+        require(self.replicas > 1 or self.max_temperature is None, _name("max_temperature"),
+                "is only used by replica exchange: set replicas > 1 or drop it")
         for key in ("stride_ps", "exchange_ps", "equilibration_ps"):
             steps = getattr(self, key) * 1000.0 / self.timestep_fs
             require(math.isclose(steps, round(steps), abs_tol=1e-9), _name(key),

@@ -47,7 +47,7 @@ def chunk_path(out: Path, index: int) -> Path:
 
 def _chunks(out: Path, n_chunks: int):
     for index in range(n_chunks):
-        yield torch.load(chunk_path(out, index), weights_only=True)
+        yield atomic.torch_load(chunk_path(out, index))
 
 
 def _write_dcd(path: Path, out: Path, n_chunks: int, atoms: slice) -> None:

@@ -5,6 +5,7 @@ probability density, so it is gauge-fixed and directly comparable with a known d
 to a zero minimum. Uncertainties come from a bootstrap over contiguous blocks of the (time-ordered)
 samples, which stays honest for correlated MD frames when blocks are longer than the correlation time.
 Optional per-frame log-weights reweight the samples (e.g. to a different target); they are never capped.
+Basin free energies ``−ln P(basin)`` (:func:`basin_free_energies`) use the same blocks and bootstrap.
 """
 from __future__ import annotations
 
@@ -111,16 +112,14 @@ def histogram_free_energy(
         raise BoltzclfError(f"ranges: need {d} (low, high) pairs for {d}-D CVs, got {len(ranges)}")
     bins = [bins] * d if isinstance(bins, int) else list(bins)
     periodic = [periodic] * d if isinstance(periodic, bool) else list(periodic)
-    if not 2 <= n_blocks <= cv.shape[0]:
-        raise BoltzclfError(f"n_blocks: need 2 <= n_blocks <= N = {cv.shape[0]}, got {n_blocks}")
+    _check_bootstrap(cv.shape[0], n_blocks, n_bootstrap)
     edges = tuple(np.linspace(lo, hi, n + 1) for (lo, hi), n in zip(ranges, bins))
     wrapped = np.column_stack([
         (c - lo) % (hi - lo) + lo if p else c for c, (lo, hi), p in zip(cv.T, ranges, periodic)])
     volume = np.prod(np.meshgrid(*[np.diff(e) for e in edges], indexing="ij"), axis=0)
     block_hist, block_total = _block_histograms(wrapped, weights, edges, n_blocks)
     free_energy, probability = _free_energy(block_hist.sum(0), block_total.sum(), volume)
-    counts = np.random.default_rng(seed).multinomial(n_blocks, np.full(n_blocks, 1 / n_blocks),
-                                                     size=n_bootstrap)
+    counts = _bootstrap_counts(n_blocks, n_bootstrap, seed)
     flat = block_hist.reshape(n_blocks, -1)
     replicates = np.stack([_free_energy((c @ flat).reshape(volume.shape), c @ block_total, volume)[0]
                            for c in counts])
@@ -132,6 +131,23 @@ def histogram_free_energy(
         method=f"weighted histogram; block bootstrap ({n_blocks} contiguous blocks, {n_bootstrap} replicates)")
 
 
+def _check_bootstrap(n_samples: int, n_blocks: int, n_bootstrap: int) -> None:
+    if not 2 <= n_blocks <= n_samples:
+        raise BoltzclfError(f"n_blocks: need 2 <= n_blocks <= N = {n_samples}, got {n_blocks}")
+    if n_bootstrap < 2:
+        raise BoltzclfError(f"n_bootstrap: need at least 2 replicates for a standard error, got {n_bootstrap}")
+
+
+def _block_labels(n_samples: int, n_blocks: int) -> np.ndarray:
+    """``(n_samples,)`` index of the contiguous block (as :func:`numpy.array_split`) of each sample."""
+    return np.repeat(np.arange(n_blocks), [len(c) for c in np.array_split(np.arange(n_samples), n_blocks)])
+
+
+def _bootstrap_counts(n_blocks: int, n_bootstrap: int, seed: int) -> np.ndarray:
+    """``(n_bootstrap, n_blocks)`` how often each block is drawn in each replicate (with replacement)."""
+    return np.random.default_rng(seed).multinomial(n_blocks, np.full(n_blocks, 1 / n_blocks), size=n_bootstrap)
+
+
 def _block_histograms(values: np.ndarray, weights: np.ndarray, edges: tuple[np.ndarray, ...],
                       n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
     """Weighted histograms ``(n_blocks, *bins)`` of contiguous blocks, and each block's total weight."""
@@ -140,7 +156,7 @@ def _block_histograms(values: np.ndarray, weights: np.ndarray, edges: tuple[np.n
     for i, (e, v) in enumerate(zip(edges, values.T)):
         index[i][v == e[-1]] = len(e) - 2  # the last bin is closed, as in numpy.histogram
     inside = np.logical_and.reduce([(i >= 0) & (i < n) for i, n in zip(index, shape)])
-    block = np.repeat(np.arange(n_blocks), [len(c) for c in np.array_split(weights, n_blocks)])
+    block = _block_labels(len(weights), n_blocks)
     flat = np.ravel_multi_index([i[inside] for i in index], shape)
     hist = np.bincount(block[inside] * int(np.prod(shape)) + flat, weights=weights[inside],
                        minlength=n_blocks * int(np.prod(shape)))
@@ -153,33 +169,82 @@ def _free_energy(hist: np.ndarray, total: float, volume: np.ndarray) -> tuple[np
         return -np.log(probability / volume), probability
 
 
-def basin_minima(fes: FreeEnergySurface, boxes: dict[str, Sequence[tuple[float, float]]]) -> dict:
-    """Lowest free energy inside each named box, relative to the global minimum, with bootstrap SE.
+def in_box(cv: np.ndarray, box: Sequence[tuple[float, float]]) -> np.ndarray:
+    """``(N,)`` whether each sample of ``cv`` ``(N, d)`` lies in the half-open box ``low <= x < high``.
+
+    Half-open like the histogram's bins, so boxes that share an edge are disjoint; periodic values
+    belong wrapped into the boxes' period (for angles ``[−π, π)``, as :func:`histogram_free_energy` does).
+    """
+    return np.logical_and.reduce([(c >= lo) & (c < hi) for c, (lo, hi) in zip(cv.T, box)])
+
+
+def basin_free_energies(
+    cv: np.ndarray,
+    boxes: dict[str, Sequence[tuple[float, float]]],
+    log_weights: np.ndarray | None = None,
+    n_blocks: int = 20,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """Absolute basin free energies ``−ln P(basin)`` [kT] with block-bootstrap standard errors.
+
+    ``P(basin)`` is the (weighted) fraction of samples in the box; it does not depend on a histogram's
+    bins. The blocks, replicates and seed are those of :func:`histogram_free_energy`.
 
     Parameters
     ----------
-    fes
-        A surface from :func:`histogram_free_energy`.
+    cv
+        ``(N, d)`` CV values, time-ordered, in the units of ``boxes``.
     boxes
-        name -> one ``(low, high)`` per dimension; bins whose centres lie inside belong to the box.
+        name -> ``d`` pairs ``(low, high)``: the half-open box ``low <= x < high`` (see :func:`in_box`);
+        boxes must be disjoint.
+    log_weights, n_blocks, n_bootstrap, seed
+        As in :func:`histogram_free_energy`.
 
     Returns
     -------
     dict
-        name -> ``{"location": bin centre of the minimum, "free_energy_kT": ΔF, "stderr_kT": SE}``.
+        name -> ``{"sampled", "n_samples", "probability", "probability_stderr", "free_energy_kT",
+        "stderr_kT", "note"}``. An unsampled basin (zero weight) has ``free_energy_kT`` ``None``; a
+        basin left empty by some bootstrap replicates has ``stderr_kT`` ``None``; ``note`` says why.
+
+    Raises
+    ------
+    BoltzclfError
+        On bad samples or weights, a box of the wrong dimension, or overlapping boxes.
     """
-    grids = np.meshgrid(*fes.centers, indexing="ij")
-    result = {}
+    cv, weights = _check_inputs(cv, log_weights)
+    _check_bootstrap(cv.shape[0], n_blocks, n_bootstrap)
     for name, box in boxes.items():
-        inside = np.logical_and.reduce([(g >= lo) & (g <= hi) for g, (lo, hi) in zip(grids, box)])
-        if not inside.any() or not np.isfinite(fes.free_energy[inside]).any():
-            result[name] = {"location": None, "free_energy_kT": None, "stderr_kT": None}
-            continue
-        masked = np.where(inside, fes.free_energy, np.inf)
-        where = np.unravel_index(np.argmin(masked), masked.shape)
-        flat = fes.replicates.reshape(len(fes.replicates), -1)
-        depth = flat[:, inside.ravel()].min(1) - flat.min(1)
-        result[name] = {"location": [float(g[where]) for g in grids],
-                        "free_energy_kT": float(masked[where] - fes.free_energy.min()),
-                        "stderr_kT": float(np.std(depth, ddof=1))}
+        if len(box) != cv.shape[1]:
+            raise BoltzclfError(f"basin {name}: need {cv.shape[1]} (low, high) pairs, got {len(box)}")
+    names = list(boxes)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if all(lo1 < hi2 and lo2 < hi1 for (lo1, hi1), (lo2, hi2) in zip(boxes[a], boxes[b])):
+                raise BoltzclfError(f"basins {a} and {b} overlap")
+    members = {name: in_box(cv, box) for name, box in boxes.items()}
+    block = _block_labels(cv.shape[0], n_blocks)
+    block_total = np.bincount(block, weights=weights, minlength=n_blocks)
+    counts = _bootstrap_counts(n_blocks, n_bootstrap, seed)
+    result = {}
+    for name, inside in members.items():
+        block_weight = np.bincount(block, weights=weights * inside, minlength=n_blocks)
+        p = block_weight.sum() / block_total.sum()
+        p_rep = (counts @ block_weight) / (counts @ block_total)
+        entry = {"sampled": bool(p > 0), "n_samples": int(inside.sum()), "probability": float(p),
+                 "probability_stderr": float(np.std(p_rep, ddof=1)), "free_energy_kT": None,
+                 "stderr_kT": None, "note": None}
+        empty = int(np.sum(p_rep == 0))
+        if p == 0:
+            entry["note"] = "not sampled: no samples (or only zero weights) in the basin"
+        else:
+            entry["free_energy_kT"] = float(-np.log(p))
+            if empty:
+                entry["note"] = (f"error n/a: the basin is empty in {empty} of {n_bootstrap} bootstrap "
+                                 f"replicates (its samples lie in {np.count_nonzero(block_weight)} of "
+                                 f"{n_blocks} blocks)")
+            else:
+                entry["stderr_kT"] = float(np.std(-np.log(p_rep), ddof=1))
+        result[name] = entry
     return result

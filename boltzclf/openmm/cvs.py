@@ -7,7 +7,8 @@ indices; :func:`make_cv` resolves a CV by name against a molecule's topology:
 ``phi<k>``, ``psi<k>``      backbone dihedral of residue number ``k`` (1-based, as in the PDB)
 ``rmsd_ca``                 Cα RMSD [nm] to the reference (folded) structure after optimal superposition
 ``q_native``                fraction of native heavy-atom contacts (Best, Hummer & Eaton 2013)
-``end_to_end``              Cα distance [nm] between the first and the last residue
+``end_to_end``              Cα distance [nm] between the first and the last residue (needs Cα atoms
+                            in at least two residues)
 ``hb_N<i>_O<j>``            distance [nm] between backbone N of residue ``i`` and O of residue ``j``
                             (``hb_N3_O8`` is chignolin's Asp3–Thr8 register hydrogen bond)
 """
@@ -23,6 +24,9 @@ import torch
 
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.geometry import dihedral as atom_chain_dihedral
+
+#: The CV names :func:`make_cv` resolves (``<k>``, ``<i>``, ``<j>``: residue numbers).
+CV_NAMES = ("phi", "psi", "phi<k>", "psi<k>", "rmsd_ca", "q_native", "end_to_end", "hb_N<i>_O<j>")
 
 #: Best–Hummer–Eaton switching: steepness β [1/nm], tolerance λ, native cutoff [nm], min separation.
 Q_BETA, Q_LAMBDA, Q_CUTOFF, Q_MIN_SEPARATION = 50.0, 1.8, 0.45, 3
@@ -149,11 +153,15 @@ def make_cv(name: str, topology: mdtraj.Topology, reference: np.ndarray) -> Coll
         return CollectiveVariable(name, "fraction", False, lambda x: native_contacts(x, pairs_t, r0_t))
     if name == "end_to_end":
         ca = topology.select("name CA")
+        residues = {topology.atom(int(i)).residue.index for i in ca}
+        if len(residues) < 2:
+            sequence = "-".join(f"{r.name}{r.resSeq}" for r in topology.residues)
+            raise BoltzclfError(f"--cv end_to_end: undefined for the molecule {sequence}: it has CA atoms in "
+                                f"{len(residues)} residue(s), the CV needs two (first and last)")
         pair = torch.as_tensor([[ca[0], ca[-1]]], dtype=torch.long)
         return CollectiveVariable(name, "nm", False, lambda x: distance(x, pair)[:, 0])
     if match := re.fullmatch(r"hb_N(\d+)_O(\d+)", name):
         pair = torch.as_tensor([[_atom(topology, int(match.group(1)), "N", name),
                                  _atom(topology, int(match.group(2)), "O", name)]])
         return CollectiveVariable(name, "nm", False, lambda x: distance(x, pair)[:, 0])
-    raise BoltzclfError(f"--cv {name}: unknown collective variable; use phi, psi, phi<k>, psi<k>, "
-                        "rmsd_ca, q_native, end_to_end or hb_N<i>_O<j>")
+    raise BoltzclfError(f"--cv {name}: unknown collective variable; use one of {', '.join(CV_NAMES)}")

@@ -119,7 +119,7 @@ def _chunk_path(out: Path, index: int) -> Path:
 def _finalise(system: MolecularSystem, config: MDConfig, out: Path, wall_s: float) -> dict:
     """Concatenate the chunks and write the final outputs."""
     n_chunks = -(-config.n_frames // config.checkpoint_frames)
-    chunks = [torch.load(_chunk_path(out, k), weights_only=True) for k in range(n_chunks)]
+    chunks = [atomic.torch_load(_chunk_path(out, k)) for k in range(n_chunks)]
     cat = {name: torch.cat([c[name] for c in chunks]).numpy()
            for name in ("positions", "reduced_energy", "potential_energy")}
     extra = {"integrator": "LangevinMiddleIntegrator", "production_wall_s": wall_s,

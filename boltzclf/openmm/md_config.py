@@ -44,6 +44,8 @@ class MDConfig:
         require(self.replicas >= 1, "--replicas", "must be >= 1")
         require(self.replicas == 1 or (self.max_temperature or 0) > self.temperature,
                 "--max-temperature", "parallel tempering needs a maximum above --temperature")
+        require(self.replicas > 1 or self.max_temperature is None, "--max-temperature",
+                "is only used by parallel tempering: give --replicas > 1 or drop it")
 
     @property
     def stride_steps(self) -> int:

@@ -23,13 +23,19 @@ _KJ = unit.kilojoule_per_mole
 _KJ_NM = unit.kilojoule_per_mole / unit.nanometer
 
 
+def check_platform(platform: str) -> openmm.Platform:
+    """The OpenMM platform named ``platform``; BoltzclfError listing the available ones if absent."""
+    try:
+        return openmm.Platform.getPlatformByName(platform)
+    except Exception:
+        available = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+        raise BoltzclfError(f"OpenMM platform {platform!r} is not available; available: {available}") from None
+
+
 def make_context(system: openmm.System, platform: str = "CPU", threads: int = 1,
                  integrator: openmm.Integrator | None = None) -> openmm.Context:
     """An OpenMM Context on ``platform`` (CPU contexts get ``threads`` threads)."""
-    try:
-        plat = openmm.Platform.getPlatformByName(platform)
-    except Exception:
-        raise BoltzclfError(f"OpenMM platform {platform!r} is not available") from None
+    plat = check_platform(platform)
     properties = {"Threads": str(threads)} if platform == "CPU" else {}
     return openmm.Context(system, integrator or openmm.VerletIntegrator(0.001), plat, properties)
 

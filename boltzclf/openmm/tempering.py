@@ -3,9 +3,12 @@
 ``openmmtools.multistate.ParallelTemperingSampler`` runs ``replicas`` geometrically spaced temperatures
 from ``config.temperature`` to ``config.max_temperature``; each iteration is ``stride_ps`` of Langevin
 dynamics per replica followed by replica swaps. Its NetCDF storage (``tempering.nc`` +
-``tempering_checkpoint.nc``) holds every replica and is what a re-run resumes from; unlike plain MD
-the resumed frames are statistically, not bitwise, equivalent (openmmtools does not checkpoint its
-random state). On completion the frames visiting the lowest temperature become ``trajectory.dcd``
+``tempering_checkpoint.nc``) holds every replica and is what a re-run resumes from once set-up
+(minimisation, equilibration) has finished, which ``tempering_setup.json`` records; a run killed
+during set-up starts it again. ``seed`` seeds numpy's global generator, from which openmmtools draws
+the replica swaps; the Langevin noise comes from OpenMM integrators that openmmtools seeds at random,
+so runs are statistically, not bitwise, reproducible, and so are resumed ones (openmmtools does not
+checkpoint its random state). On completion the frames visiting the lowest temperature become ``trajectory.dcd``
 with their reduced energies at that temperature, as plain MD writes them (:mod:`boltzclf.openmm.md_output`).
 """
 from __future__ import annotations
@@ -19,7 +22,9 @@ import openmm
 import openmm.unit as unit
 from tqdm.auto import tqdm
 
+from boltzclf.core import atomic
 from boltzclf.openmm.builders import quiet_openmmtools
+from boltzclf.openmm.pool import check_platform
 from boltzclf.openmm.md_config import MDConfig
 from boltzclf.openmm.md_output import write_outputs
 from boltzclf.openmm.system import MolecularSystem
@@ -27,17 +32,26 @@ from boltzclf.openmm.system import MolecularSystem
 log = logging.getLogger(__name__)
 
 
-def _sampler(system: MolecularSystem, config: MDConfig, storage: Path):
-    quiet_openmmtools()
-    from openmmtools import cache, mcmc, multistate, states
+SETUP_MARKER = "tempering_setup.json"
 
-    cache.global_context_cache.platform = openmm.Platform.getPlatformByName(config.platform)
-    if config.platform == "CPU":
-        cache.global_context_cache.platform.setPropertyDefaultValue("Threads", str(config.threads))
-    if storage.exists():
+
+def _sampler(system: MolecularSystem, config: MDConfig, out: Path):
+    """The sampler and its reporter: resumed from ``tempering.nc`` when its set-up had finished,
+    otherwise (new run, or one killed during minimisation or equilibration) created afresh."""
+    quiet_openmmtools()
+    from openmmtools import mcmc, multistate, states
+
+    storage = out / "tempering.nc"
+    np.random.seed(config.seed)  # openmmtools draws the replica swaps from numpy's global generator
+    if storage.exists() and (out / SETUP_MARKER).exists():
         reporter = multistate.MultiStateReporter(str(storage), open_mode="a")
         log.info("resuming parallel tempering from %s", storage)
-        return multistate.ParallelTemperingSampler.from_storage(reporter), reporter
+        sampler = multistate.ParallelTemperingSampler.from_storage(reporter)
+        _use_own_contexts(sampler, config)
+        return sampler, reporter
+    for stale in out.glob("tempering*.nc"):  # storage of a set-up that was interrupted
+        log.info("restarting the set-up of an interrupted run: removing %s", stale)
+        stale.unlink()
     move = mcmc.LangevinDynamicsMove(
         timestep=config.timestep_fs * unit.femtosecond,
         collision_rate=config.friction_per_ps / unit.picosecond,
@@ -49,12 +63,26 @@ def _sampler(system: MolecularSystem, config: MDConfig, storage: Path):
     sampler_state = states.SamplerState(system.positions * unit.nanometer)
     sampler.create(thermo, sampler_state, reporter, min_temperature=config.temperature * unit.kelvin,
                    max_temperature=config.max_temperature * unit.kelvin, n_temperatures=config.replicas)
+    _use_own_contexts(sampler, config)
     if config.minimize:
         sampler.minimize()
     equilibration = round(config.equilibration_ps / config.stride_ps)
     if equilibration:
-        sampler.equilibrate(equilibration)
+        sampler.equilibrate(equilibration)  # both store the states they end in as iteration 0
+    atomic.write_json(out / SETUP_MARKER, {"minimized": config.minimize, "equilibration_iterations": equilibration})
     return sampler, reporter
+
+
+def _use_own_contexts(sampler, config: MDConfig) -> None:
+    """Give the sampler Context caches of its own on ``config.platform`` (openmmtools' global cache
+    refuses a second run in the same process on another platform)."""
+    from openmmtools import cache
+
+    platform = check_platform(config.platform)
+    properties = {"Threads": str(config.threads)} if config.platform == "CPU" else None
+    contexts = cache.ContextCache(platform=platform, platform_properties=properties, capacity=None,
+                                  time_to_live=None)
+    sampler.energy_context_cache = sampler.sampler_context_cache = contexts
 
 
 def temper(system: MolecularSystem, config: MDConfig, out: str | Path, progress: bool = True) -> dict:
@@ -63,7 +91,7 @@ def temper(system: MolecularSystem, config: MDConfig, out: str | Path, progress:
     if not log.isEnabledFor(logging.DEBUG):  # openmmtools logs every iteration at INFO
         logging.getLogger("openmmtools").setLevel(logging.WARNING)
     start = time.perf_counter()
-    sampler, reporter = _sampler(system, config, out / "tempering.nc")
+    sampler, reporter = _sampler(system, config, out)
     with tqdm(total=config.n_frames, initial=sampler.iteration, unit="iteration", disable=not progress,
               desc=f"tempering {system.spec.name}") as bar:
         while sampler.iteration < config.n_frames:
@@ -77,6 +105,7 @@ def temper(system: MolecularSystem, config: MDConfig, out: str | Path, progress:
     extra = {"replicas": config.replicas, "max_temperature_K": config.max_temperature,
              "sampler": "openmmtools.multistate.ParallelTemperingSampler",
              "integrator": "openmmtools LangevinDynamicsMove",
+             "seed_scope": "replica swaps (numpy); the Langevin noise is not seeded by openmmtools",
              "wall_s_last_invocation": wall_s}
     return write_outputs(system, config, out, positions, reduced, reduced * kT, extra)
 

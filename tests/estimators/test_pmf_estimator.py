@@ -9,7 +9,7 @@ from scipy import stats
 from scipy.signal import lfilter
 
 from boltzclf.core.errors import BoltzclfError
-from boltzclf.estimators.pmf import basin_minima, histogram_free_energy
+from boltzclf.estimators.pmf import basin_free_energies, histogram_free_energy
 
 PERIOD = (-np.pi, np.pi)
 
@@ -101,16 +101,58 @@ def test_probabilities_equal_numpy_histogram_including_edges_and_outliers():
     np.testing.assert_allclose(fes.probability, expected / w.sum(), rtol=1e-12)
 
 
-def test_basin_minima_finds_the_two_wells():
-    rng = np.random.default_rng(5)
-    samples = np.concatenate([rng.normal(-1.0, 0.2, 30000), rng.normal(1.0, 0.2, 10000)])
-    rng.shuffle(samples)
-    fes = histogram_free_energy(samples, [(-2.0, 2.0)], bins=40)
-    basins = basin_minima(fes, {"left": [(-2.0, 0.0)], "right": [(0.0, 2.0)]})
-    assert basins["left"]["free_energy_kT"] == 0.0
-    depth, se = basins["right"]["free_energy_kT"], basins["right"]["stderr_kT"]
-    assert abs(depth - np.log(3.0)) <= 4 * se + 0.1  # 0.1 kT: bin-centre discretisation of the peak
-    assert abs(basins["right"]["location"][0] - 1.0) < 0.15
+#: Alanine-dipeptide-like boxes (degrees): (φ range, ψ range), half-open low <= angle < high.
+BOXES_DEG = {"C5": ((-180, -115), (115, 180)), "PII": ((-115, -50), (115, 180)), "C7eq": ((-115, -50), (30, 115)),
+             "alphaR": ((-115, -40), (-75, 0)), "alphaL": ((30, 100), (-90, 90))}
+
+
+def test_basin_free_energy_of_uniform_angles_is_minus_ln_area_fraction():
+    rng = np.random.default_rng(7)
+    samples = rng.uniform(-np.pi, np.pi, size=(40000, 2))
+    boxes = {k: [tuple(np.radians(r)) for r in v] for k, v in BOXES_DEG.items()}
+    basins = basin_free_energies(samples, boxes, n_blocks=200)
+    for name, ((p0, p1), (s0, s1)) in BOXES_DEG.items():
+        truth = -np.log((p1 - p0) * (s1 - s0) / 360.0 ** 2)
+        assert abs(basins[name]["free_energy_kT"] - truth) <= 4 * basins[name]["stderr_kT"], name
+        assert basins[name]["stderr_kT"] < 0.1
+
+
+def test_basin_free_energy_with_log_weights_and_an_unsampled_basin():
+    """Uniform samples on [−1, 1) weighted 3:1 (left:right): P(left) = 3/4, independent of any bins."""
+    rng = np.random.default_rng(8)
+    x = rng.uniform(-1.0, 1.0, size=(20000, 1))
+    log_w = np.where(x[:, 0] < 0, np.log(3.0), 0.0) - 50.0
+    basins = basin_free_energies(x, {"left": [(-1.0, 0.0)], "right": [(0.0, 1.0)], "far": [(2.0, 3.0)]},
+                                 log_weights=log_w, n_blocks=200)
+    for name, p in [("left", 0.75), ("right", 0.25)]:
+        assert abs(basins[name]["free_energy_kT"] + np.log(p)) <= 4 * basins[name]["stderr_kT"], name
+        assert abs(basins[name]["probability"] - p) <= 4 * basins[name]["probability_stderr"], name
+    assert basins["far"]["sampled"] is False and basins["far"]["free_energy_kT"] is None
+    assert basins["far"]["stderr_kT"] is None and "not sampled" in basins["far"]["note"]
+
+
+def test_basin_errors_are_calibrated_for_correlated_samples():
+    """AR(1) chains (correlation time ~100 frames), basin x > 1 (P = 1 − Φ(1)): the block-bootstrap SE
+    of −ln P matches the spread over independent chains, which scatter around the truth."""
+    rng = np.random.default_rng(9)
+    estimates, errors = [], []
+    for _ in range(40):
+        basin = basin_free_energies(ar1_chain(rng, 20000, 0.98)[:, None], {"tail": [(1.0, np.inf)]}, n_blocks=20,
+                                    seed=int(rng.integers(1 << 31)))["tail"]
+        estimates.append(basin["free_energy_kT"])
+        errors.append(basin["stderr_kT"])
+    spread = np.std(estimates, ddof=1)
+    assert 0.6 < spread / np.mean(errors) < 1.5
+    assert abs(np.mean(estimates) + np.log(stats.norm.sf(1.0))) <= 4 * spread / np.sqrt(40)
+
+
+@pytest.mark.parametrize("boxes, message", [
+    ({"a": [(-1.0, 0.5)], "b": [(0.0, 1.0)]}, "basins a and b overlap"),
+    ({"a": [(-1.0, 0.0), (0.0, 1.0)]}, r"basin a: need 1 \(low, high\) pairs"),
+])
+def test_bad_basins_are_named(boxes, message):
+    with pytest.raises(BoltzclfError, match=message):
+        basin_free_energies(np.zeros((4, 1)), boxes, n_blocks=2)
 
 
 @pytest.mark.parametrize("cv, log_w, message", [

@@ -132,6 +132,7 @@ def test_same_seed_same_frames_other_seed_other_frames(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--walkers", "0"], "walkers (--walkers): must be >= 1"),
     (["--replicas", "3"], "--max-temperature"),
+    (["--max-temperature", "400"], "max_temperature (--max-temperature): is only used by replica exchange"),
     (["--replicas", "2", "--max-temperature", "400", "--exchange-ps", "0.03"], "--exchange-ps"),
     (["--dtype", "float16"], "float16"),
     (["--temperature", "0"], "temperature (--temperature): must be positive"),

@@ -104,3 +104,66 @@ def test_parallel_tempering_resumes_and_exports_lowest_temperature_frames(tmp_pa
 def test_parallel_tempering_needs_a_higher_maximum(tmp_path, capsys):
     assert simulate(tmp_path / "pt", "0.001", "--replicas", "3") == 2
     assert "--max-temperature" in capsys.readouterr().err
+
+
+VACUUM = REPO / "systems" / "alanine_dipeptide_vacuum.yaml"
+TEMPERING = ["--replicas", "2", "--max-temperature", "400"]
+
+
+def tempering(out, *extra):
+    return main(["simulate", str(VACUUM), "--out", str(out), "--ns", "0.002", *FAST, *TEMPERING, *extra])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--platform", "Foo", *TEMPERING], "OpenMM platform 'Foo' is not available"),
+    (["--platform", "Foo"], "OpenMM platform 'Foo' is not available"),
+    (["--max-temperature", "400"], "--max-temperature: is only used by parallel tempering"),
+])
+def test_bad_tempering_options_exit_2_and_create_nothing(tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    assert simulate(out, "0.001", *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_parallel_tempering_killed_during_set_up_repeats_it(tmp_path, monkeypatch):
+    """openmmtools writes its storage before minimisation and equilibration: a run stopped in
+    between must not resume production from the raw structure."""
+    from openmmtools.multistate import ParallelTemperingSampler
+
+    original, calls = ParallelTemperingSampler.equilibrate, []
+
+    def killed(self, n_iterations, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    def counted(self, n_iterations, *args, **kwargs):
+        calls.append(n_iterations)
+        return original(self, n_iterations, *args, **kwargs)
+
+    out = tmp_path / "pt"
+    monkeypatch.setattr(ParallelTemperingSampler, "equilibrate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tempering(out)
+    assert (out / "tempering.nc").exists() and not (out / "tempering_setup.json").exists()
+    monkeypatch.setattr(ParallelTemperingSampler, "equilibrate", counted)
+    assert tempering(out) == 0
+    assert calls == [5]  # 0.5 ps of equilibration in 0.1 ps iterations, run again
+    assert load(out).n_frames == 20
+
+
+def test_two_tempering_runs_on_different_platforms_in_one_process(tmp_path):
+    """openmmtools' global context cache refuses a platform change; each run has its own."""
+    assert tempering(tmp_path / "reference", "--platform", "Reference") == 0
+    assert tempering(tmp_path / "cpu", "--platform", "CPU") == 0
+    assert load(tmp_path / "cpu").n_frames == 20
+
+
+def test_a_truncated_chunk_is_named(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert simulate(out, "0.002", "--checkpoint-frames", "10") == 0
+    for name in ("results.json", "trajectory.dcd"):
+        (out / name).unlink()
+    chunk = out / "chunks" / "chunk_00001.pt"
+    chunk.write_bytes(chunk.read_bytes()[:300])
+    assert simulate(out, "0.002", "--checkpoint-frames", "10") == 2
+    assert "chunk_00001.pt: unreadable" in capsys.readouterr().err
