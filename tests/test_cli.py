@@ -149,3 +149,17 @@ def test_non_positive_counts_and_scales_are_refused_before_anything_runs(tmp_pat
     err = capsys.readouterr().err
     assert f"argument {flag}" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("simulate", ["--threads THREADS", "(default: 2)", "(default: 1.0)"]),
+    ("pmf", ["(default: 36)", "(default: 200)"]),
+    ("sample", ["(default: ddpm)", "(default: isotropic)"]),
+])
+def test_help_pages_show_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for fragment in shown:
+        assert fragment in text
+    assert "(default: None)" not in text

@@ -73,11 +73,7 @@ class Simulation:
 
 def check_supported(system: MolecularSystem) -> None:
     """Refuse systems the batched engine would simulate wrongly (constraints are not enforced)."""
-    n = system.system.getNumConstraints()
-    if n > 0:
-        raise BoltzclfError(f"{system.spec.name}: has {n} constraints, which batched BAOAB does not enforce (it "
-                            "would sample another ensemble); use 'constraints: none' in the spec and a 1 fs time "
-                            "step, or the OpenMM engine")
+    system.refuse_constraints("batched BAOAB (use the OpenMM engine for constrained dynamics)")
 
 
 def minimised_positions(system: MolecularSystem, minimize: bool) -> np.ndarray:

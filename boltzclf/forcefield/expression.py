@@ -264,7 +264,10 @@ def _fold(node: _Node) -> _Node:
     if node.kind == "call" and node.value not in FUNCTIONS:
         return node
     if all(child.kind == "const" for child in node.children):
-        return _Node("const", float(node.evaluate({}, {}, {})))
+        # in float64 tensors, like OpenMM's C arithmetic: NaN or inf where Python's math would raise or
+        # give a complex number ((-2)^0.5, 1/0, log(0))
+        children = tuple(_Node("const", torch.tensor(c.value, dtype=torch.float64)) for c in node.children)
+        return _Node("const", float(_Node(node.kind, node.value, children).evaluate({}, {}, {})))
     return node
 
 

@@ -75,8 +75,10 @@ class TorchEnergyTarget:
 def torch_target(system, gb_scale: torch.Tensor | float | None = None, **options) -> TorchEnergyTarget:
     """A :class:`TorchEnergyTarget` for a loaded :class:`~boltzclf.openmm.MolecularSystem`.
 
-    ``options`` (``chunk_size``, ``compiled``) go to :class:`TorchEnergyTarget`.
+    ``options`` (``chunk_size``, ``compiled``) go to :class:`TorchEnergyTarget`. Refused for
+    constrained systems (:meth:`~boltzclf.openmm.system.MolecularSystem.refuse_constraints`).
     """
+    system.refuse_constraints("an energy target (reweighting, SMC, Langevin)")
     return TorchEnergyTarget(TorchForceField(system.system), system.temperature, gb_scale, **options)
 
 

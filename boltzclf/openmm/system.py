@@ -72,10 +72,32 @@ class MolecularSystem:
         """``(n_bonds, 2)`` int atom indices of the covalent bonds in the topology."""
         return np.array([[a.index, b.index] for a, b in self.topology.bonds()], dtype=np.int64)
 
+    def refuse_constraints(self, consumer: str) -> None:
+        """Raise when the system has constraints, which ``consumer`` would ignore.
+
+        With constraints the sampled density is not ``exp(-u(x))`` over Cartesian coordinates, so
+        an energy target, reweighting or unconstrained dynamics of it would be silently wrong.
+
+        Raises
+        ------
+        BoltzclfError
+            Naming the spec, the number of constraints and the consumer.
+        """
+        n = self.system.getNumConstraints()
+        if n > 0:
+            raise BoltzclfError(
+                f"{self.spec.path or self.spec.name}: has {n} constraints ({self.spec.source.constraints}), "
+                f"which {consumer} would ignore: the Boltzmann density exp(-u(x)) over Cartesian coordinates "
+                "is not the constrained ensemble; use 'constraints: none' in the spec (and a 1 fs time step)")
+
     @property
     def bridge(self) -> Bridge:
-        """The energy bridge, created on first use with the options given to :func:`load_system`."""
+        """The energy bridge, created on first use with the options given to :func:`load_system`.
+
+        Refused for constrained systems (see :meth:`refuse_constraints`).
+        """
         if self._bridge is None:
+            self.refuse_constraints("an energy target (reweighting, SMC, Langevin)")
             self._bridge = make_bridge(self, **self._bridge_options)
         return self._bridge
 

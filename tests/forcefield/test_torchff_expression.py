@@ -56,3 +56,15 @@ def test_constant_subexpressions_are_folded():
 def test_malformed_expressions_name_the_source(text, message):
     with pytest.raises(BoltzclfError, match=f"force 7.*{re.escape(message)}"):
         compile_expression(text, "force 7")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("(-2)^0.5", np.float64(-2.0) ** 0.5), ("1/0", np.float64(1.0) / 0.0), ("0/0", np.float64(0.0) / 0.0),
+    ("log(0)", np.log(np.float64(0.0))), ("sqrt(-1)", np.sqrt(np.float64(-1.0))), ("acos(2)", np.arccos(np.float64(2.0))),
+])
+def test_constants_fold_like_c_arithmetic(text, expected):
+    """Folded constants follow IEEE/C semantics (NaN, ±inf), as OpenMM's Lepton does, instead of a
+    complex number or a Python exception."""
+    with np.errstate(all="ignore"):
+        value = compile_expression(f"{text}*r", "test").evaluate({"r": torch.tensor([1.0], dtype=torch.float64)})
+    np.testing.assert_equal(value.numpy(), [expected * 1.0])

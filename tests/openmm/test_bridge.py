@@ -204,3 +204,20 @@ def test_a_dead_pool_worker_is_a_clear_error(systems):
         x = np.repeat(system.positions[None], 4, axis=0)
         with pytest.raises(BoltzclfError, match="OpenMM worker failed: worker 1 of 2 is no longer running|the worker process died"):
             pool.evaluate(x)
+
+
+def test_constrained_systems_are_refused_as_energy_targets(tmp_path):
+    """HBonds constraints: exp(-u) over Cartesian coordinates is not the sampled density, so the
+    bridge and the torch target refuse the system (an N-H stretched to 0.25 nm costs only 0.13 kT)."""
+    from boltzclf.forcefield import torch_target
+
+    spec = tmp_path / "constrained.yaml"
+    spec.write_text((SYSTEMS_DIR / "alanine_dipeptide_vacuum.yaml").read_text()
+                    .replace("constraints: none", "constraints: HBonds"))
+    system = load_system(spec)
+    x = torch.as_tensor(system.positions)[None]
+    message = r"constrained.yaml: has 12 constraints \(HBonds\), which an energy target .* would ignore"
+    with pytest.raises(BoltzclfError, match=message):
+        system.energy(x)
+    with pytest.raises(BoltzclfError, match=message):
+        torch_target(system)
