@@ -7,8 +7,13 @@ from pathlib import Path
 
 from boltzclf.cli.common import add_device_argument, device_from, positive_int, print_results
 from boltzclf.core import atomic, rundir
-from boltzclf.core.config import to_dict
+from boltzclf.core.config import from_mapping, to_dict
+from boltzclf.core.errors import ConfigError
 from boltzclf.pipelines.experiment import evaluate_experiment, load_trained
+from boltzclf.training.config import EvaluationConfig
+
+#: Options that override keys of the run's ``evaluation`` section.
+_OVERRIDES = {"n_samples": "--n-samples", "seed": "--seed"}
 
 
 def register(subparsers) -> None:
@@ -31,11 +36,20 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=main)
 
 
+def _evaluation(config, args: argparse.Namespace):
+    """The run's evaluation settings with the options' overrides, validated (errors name the option)."""
+    overrides = {key: getattr(args, key) for key in _OVERRIDES if getattr(args, key) is not None}
+    try:
+        return from_mapping(EvaluationConfig, {**to_dict(config.evaluation), **overrides}, "options")
+    except ConfigError as exc:  # "options: seed: problem" -> "--seed: problem"
+        key, _, problem = str(exc).removeprefix("options: ").partition(": ")
+        raise ConfigError(f"{_OVERRIDES.get(key, key)}: {problem}") from None
+
+
 def main(args: argparse.Namespace) -> int:
     device = device_from(args)
     model, config = load_trained(args.run_dir, device)
-    overrides = {k: v for k, v in (("n_samples", args.n_samples), ("seed", args.seed)) if v is not None}
-    config = dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, **overrides))
+    config = dataclasses.replace(config, evaluation=_evaluation(config, args))
     resolved = {"command": "evaluate", "run": str(Path(args.run_dir).resolve()),
                 "evaluation": to_dict(config.evaluation)}
     out = rundir.prepare(args.out, resolved, seed=config.evaluation.seed, device=str(device),

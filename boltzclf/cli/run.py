@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from boltzclf.cli.common import add_device_argument, device_from, print_results
+from boltzclf.cli.common import add_device_argument, check_warm_starts, device_from, print_results
 from boltzclf.core.config import apply_preset, from_mapping, load_yaml
 from boltzclf.core.errors import ConfigError
 from boltzclf.pipelines import boltzmann_generator, compare, reference, smc_workflow, solvation
@@ -47,7 +47,9 @@ def load_workflow(path: str, preset: str | None):
 
 def main(args: argparse.Namespace) -> int:
     config, runner = load_workflow(args.workflow, args.preset)
-    results = runner(config, args.out, device_from(args))
+    device = device_from(args)
+    check_warm_starts(config)
+    results = runner(config, args.out, device)
     print_results(results)
     print(f"wrote {args.out}/results.json and {args.out}/report.png")
     return 0

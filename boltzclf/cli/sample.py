@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from boltzclf.cli.common import add_device_argument, device_from, print_results
+from boltzclf.cli.common import (add_device_argument, device_from, non_negative_int, positive_float, positive_int,
+                                 print_results)
 from boltzclf.core.config import from_mapping
 from boltzclf.core.errors import ConfigError
 from boltzclf.pipelines import sampling
@@ -38,19 +39,20 @@ def register(subparsers) -> None:
     parser.add_argument("--kernel", choices=("ddpm", "ei"), default="ddpm", help="reverse kernel")
     parser.add_argument("--posterior-variance", choices=("isotropic", "hessian"), default="isotropic",
                         help="ddpm kernel: Var(x0 | x_t) from sigma_data (isotropic) or the Hessian (small D)")
-    parser.add_argument("--groups", type=int, default=_DEFAULTS["groups"],
+    parser.add_argument("--groups", type=positive_int, default=_DEFAULTS["groups"],
                         help="independent SMC groups for the log Z error bar")
     parser.add_argument("--resample-threshold", type=float, default=_DEFAULTS["resample_threshold"])
-    parser.add_argument("--no-resample-last", type=int, default=0, help="no resampling in the last M moves")
-    parser.add_argument("--mcmc-steps", type=int, default=0, help="MALA moves per SMC level")
+    parser.add_argument("--no-resample-last", type=non_negative_int, default=0, help="no resampling in the last M moves")
+    parser.add_argument("--mcmc-steps", type=non_negative_int, default=0, help="MALA moves per SMC level")
     parser.add_argument("--bridge-levels", type=int, default=0,
                         help="smc: anneal from the learned first level to the exact target over this many levels, "
                              "with the --mcmc-steps MALA moves there")
-    parser.add_argument("--step-size", type=float, default=_DEFAULTS["step_size"], help="MALA step size h")
+    parser.add_argument("--step-size", type=positive_float, default=_DEFAULTS["step_size"], help="MALA step size h")
     parser.add_argument("--langevin-steps", type=int, default=_DEFAULTS["langevin_steps"])
     parser.add_argument("--integrator", choices=("mala", "baoab", "ghmc"), default=_DEFAULTS["integrator"])
-    parser.add_argument("--dt", type=float, default=_DEFAULTS["dt"], help="Langevin time step (baoab, ghmc)")
-    parser.add_argument("--friction", type=float, default=_DEFAULTS["friction"])
+    parser.add_argument("--dt", type=positive_float, default=_DEFAULTS["dt"], help="Langevin time step (baoab, ghmc)")
+    parser.add_argument("--friction", type=positive_float, default=_DEFAULTS["friction"],
+                        help="Langevin friction")
     parser.add_argument("--record-every", type=int, default=0,
                         help="langevin: keep every K-th step of every walker (0 = only the last step)")
     parser.add_argument("--start", choices=("ancestral", "smc"), default="ancestral",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from boltzclf.cli.common import add_device_argument, device_from, print_results
+from boltzclf.cli.common import add_device_argument, check_warm_starts, device_from, print_results
 from boltzclf.core.config import from_mapping, load_yaml
 from boltzclf.pipelines.experiment import run_experiment
 from boltzclf.training.config import ExperimentConfig
@@ -30,6 +30,8 @@ def register(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = from_mapping(ExperimentConfig, load_yaml(args.config), args.config)
-    print_results({k: v for k, v in run_experiment(config, args.out, device_from(args)).items()
+    device = device_from(args)
+    check_warm_starts(config)
+    print_results({k: v for k, v in run_experiment(config, args.out, device).items()
                    if not isinstance(v, list)})
     return 0

@@ -8,6 +8,7 @@ missing keys and wrongly typed values. Value checks live in each dataclass's ``_
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,9 @@ from boltzclf.core.errors import ConfigError
 
 T = TypeVar("T")
 
+#: Integers in configs go to torch and numpy, which hold them in 64 bits.
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML file whose top level is a mapping.
@@ -26,18 +30,29 @@ def load_yaml(path: str | Path) -> dict:
     Raises
     ------
     ConfigError
-        If the file is missing, is not valid YAML, or its top level is not a mapping.
+        If the file is missing or unreadable, is not UTF-8 text, is not valid YAML, or its top level
+        is not a mapping.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's int-string conversion limit
+        raise ConfigError(f"{path}: malformed YAML: {str(exc)[:120]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
     return data
@@ -97,7 +112,7 @@ def _build(cls, data: Any, loc: _Location):
         raise loc.error(f"expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)  # YAML keys may be numbers, booleans or null
     if unknown:
         raise loc.error(f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(fields))}")
     kwargs = {}
@@ -164,9 +179,17 @@ def _convert_scalar(tp: Any, value: Any, loc: _Location) -> Any:
         ok = isinstance(value, bool)
     elif tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not INT64_MIN <= value <= INT64_MAX:
+            raise loc.error(f"{_short(value)} is out of range (a 64-bit integer)")
     elif tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
+        if ok:
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond the float range
+                raise loc.error(f"{_short(value)} is out of range for a number") from None
+            if not math.isfinite(value):
+                raise loc.error(f"must be a finite number, got {value}")
     elif tp is str:
         ok = isinstance(value, str)
     else:
@@ -174,6 +197,14 @@ def _convert_scalar(tp: Any, value: Any, loc: _Location) -> Any:
     if not ok:
         raise loc.error(f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def _short(value: int) -> str:
+    """A huge integer for a message: itself, or its sign and number of digits."""
+    digits = len(str(abs(value))) if value.bit_length() < 10_000 else None
+    if digits is not None and digits <= 30:
+        return str(value)
+    return f"{'-' if value < 0 else ''}an integer of {digits or 'over 3000'} digits"
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -202,6 +233,9 @@ def apply_preset(data: dict, preset: str | None, where: str) -> dict:
     if preset is None:
         return data
     if preset not in presets:
-        known = ", ".join(sorted(presets)) or "none"
+        known = ", ".join(sorted(map(str, presets))) or "none"
         raise ConfigError(f"{where}: unknown preset {preset!r} (defined: {known})")
+    if not isinstance(presets[preset], dict):
+        raise ConfigError(f"{where}: presets.{preset}: expected a mapping of overrides, "
+                          f"got {type(presets[preset]).__name__}")
     return deep_merge(data, presets[preset])

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import openmm
 import openmm.unit as unit
 from tqdm.auto import tqdm
 
