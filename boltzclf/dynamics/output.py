@@ -24,11 +24,11 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 import torch
-from mdtraj.formats import DCDTrajectoryFile
 
 from boltzclf.core import atomic, provenance
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.energy.units import kt_kj_per_mol
+from boltzclf.openmm.md_output import write_dcd
 from boltzclf.openmm.system import MolecularSystem
 
 INTEGRATOR = "BAOAB (boltzclf.sampling.langevin), per-slot thermostats, centre-of-mass motion removed"
@@ -52,14 +52,8 @@ def _chunks(out: Path, n_chunks: int):
 
 def _write_dcd(path: Path, out: Path, n_chunks: int, atoms: slice) -> None:
     """Stream the positions of walkers ``atoms`` (a slice of the saved walkers) chunk by chunk."""
-
-    def writer(tmp: str) -> None:
-        with DCDTrajectoryFile(tmp, "w") as handle:
-            for chunk in _chunks(out, n_chunks):
-                positions = chunk["positions"][:, atoms].to(torch.float32).numpy()
-                handle.write(10.0 * positions.reshape(-1, *positions.shape[-2:]))  # nm -> Å
-
-    atomic.save_with(path, writer)
+    positions = (chunk["positions"][:, atoms].to(torch.float32).numpy() for chunk in _chunks(out, n_chunks))
+    write_dcd(path, (p.reshape(-1, *p.shape[-2:]) for p in positions))
 
 
 def peak_memory() -> dict:

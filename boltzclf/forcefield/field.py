@@ -30,6 +30,7 @@ from typing import Callable
 import openmm
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.forcefield.bonded import HarmonicAngles, HarmonicBonds, PeriodicTorsions
@@ -175,10 +176,40 @@ class TorchForceField(nn.Module):
             totals[group] = totals[group] + energy if group in totals else energy
         return totals
 
-    def forward(self, x: torch.Tensor, gb_scale: torch.Tensor | float | None = None) -> torch.Tensor:
-        """Total potential energy ``(B,)`` in kJ/mol of positions ``x`` ``(B, N, 3)`` in nm."""
+    def forward(self, x: torch.Tensor, gb_scale: torch.Tensor | float | None = None,
+                chunk_size: int | None = None) -> torch.Tensor:
+        """Total potential energy ``(B,)`` in kJ/mol of positions ``x`` ``(B, N, 3)`` in nm.
+
+        Differentiable (to any order) in ``x`` and ``gb_scale``. A batch larger than ``chunk_size``
+        (default as in :meth:`energy_and_force`) is evaluated in chunks; while autograd records,
+        each chunk runs under activation checkpointing (:func:`torch.utils.checkpoint.checkpoint`),
+        so the pairwise temporaries (about 56·N²·8 bytes per sample in float64) are kept for one
+        chunk at a time and recomputed during the backward pass.
+        """
         field = self._matching(x)
-        return field._total(component_first(x), field._scale(gb_scale, x))
+        scale = field._scale(gb_scale, x)
+        chunk_size = chunk_size or self.default_chunk_size(x)
+        if x.shape[0] <= chunk_size:
+            return field._total(component_first(x), scale)
+
+        def chunk_energy(xc: torch.Tensor, sc: torch.Tensor | float | None) -> torch.Tensor:
+            return field._total(component_first(xc), sc)
+
+        energies = []
+        for start in range(0, x.shape[0], chunk_size):
+            stop = start + chunk_size
+            sc = scale[:, start:stop] if isinstance(scale, torch.Tensor) and scale.ndim == 2 else scale
+            if torch.is_grad_enabled():
+                energies.append(checkpoint(chunk_energy, x[start:stop], sc, use_reentrant=False))
+            else:
+                energies.append(chunk_energy(x[start:stop], sc))
+        return torch.cat(energies)
+
+    def default_chunk_size(self, x: torch.Tensor) -> int:
+        """Samples per chunk for ``x``'s device: the power of two nearest below
+        ``DEFAULT_CHUNK_ELEMENTS[device type] / N²`` (powers of two let compiled chunks share a shape)."""
+        elements = DEFAULT_CHUNK_ELEMENTS.get(x.device.type, DEFAULT_CHUNK_ELEMENTS["cpu"])
+        return 1 << max(0, (elements // self.n_atoms**2).bit_length() - 1)
 
     def energy_and_force(self, x: torch.Tensor, gb_scale: torch.Tensor | float | None = None,
                          chunk_size: int | None = None,
@@ -192,17 +223,15 @@ class TorchForceField(nn.Module):
         gb_scale
             GB scale λ: a float or a ``(B,)`` tensor (see :meth:`force_energies`).
         chunk_size
-            Samples evaluated at once (default: the power of two nearest below
-            ``DEFAULT_CHUNK_ELEMENTS[device type] / N²``), which bounds memory at large ``B``.
+            Samples evaluated at once (default: :meth:`default_chunk_size`), which bounds memory at
+            large ``B``.
         compiled
             Evaluate through :func:`torch.compile` (fused, vectorised kernels: several times faster
             on CPU and CUDA after a one-off compilation of tens of seconds per chunk shape, cached on
             disk by torch). Chunks are padded to a power of two (at most ``chunk_size``) so that only
             a few shapes are ever compiled.
         """
-        if chunk_size is None:  # a power of two, so compiled chunks share one shape
-            elements = DEFAULT_CHUNK_ELEMENTS.get(x.device.type, DEFAULT_CHUNK_ELEMENTS["cpu"])
-            chunk_size = 1 << max(0, (elements // self.n_atoms**2).bit_length() - 1)
+        chunk_size = chunk_size or self.default_chunk_size(x)
         field = self._matching(x)
         if gb_scale is not None:  # one λ per sample, split with the chunks (a new λ never recompiles)
             gb_scale = torch.as_tensor(gb_scale, dtype=x.dtype, device=x.device)

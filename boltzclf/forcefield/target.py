@@ -59,7 +59,7 @@ class TorchEnergyTarget:
         memory-bounded chunks without a graph.
         """
         if torch.is_grad_enabled() and x.requires_grad:
-            return self.field(x, self.gb_scale) / self.kT
+            return self.field(x, self.gb_scale, self.chunk_size) / self.kT
         return self.energy_and_force(x)[0]
 
     def force(self, x: torch.Tensor) -> torch.Tensor:

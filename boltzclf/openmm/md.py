@@ -117,12 +117,15 @@ def _chunk_path(out: Path, index: int) -> Path:
 
 
 def _finalise(system: MolecularSystem, config: MDConfig, out: Path, wall_s: float) -> dict:
-    """Concatenate the chunks and write the final outputs."""
+    """Write the final outputs from the chunks, reading one chunk at a time."""
     n_chunks = -(-config.n_frames // config.checkpoint_frames)
-    chunks = [atomic.torch_load(_chunk_path(out, k)) for k in range(n_chunks)]
-    cat = {name: torch.cat([c[name] for c in chunks]).numpy()
-           for name in ("positions", "reduced_energy", "potential_energy")}
+
+    def chunks():
+        return (atomic.torch_load(_chunk_path(out, k)) for k in range(n_chunks))
+
+    energies = {name: np.concatenate([c[name].numpy() for c in chunks()])
+                for name in ("reduced_energy", "potential_energy")}
     extra = {"integrator": "LangevinMiddleIntegrator", "production_wall_s": wall_s,
-             "ns_per_day": len(cat["positions"]) * config.stride_ps / 1000.0 / wall_s * 86400.0}
-    return write_outputs(system, config, out, cat["positions"], cat["reduced_energy"],
-                         cat["potential_energy"], extra)
+             "ns_per_day": config.n_frames * config.stride_ps / 1000.0 / wall_s * 86400.0}
+    return write_outputs(system, config, out, (c["positions"].numpy() for c in chunks()),
+                         energies["reduced_energy"], energies["potential_energy"], extra)

@@ -106,7 +106,7 @@ def temper(system: MolecularSystem, config: MDConfig, out: str | Path, progress:
              "integrator": "openmmtools LangevinDynamicsMove",
              "seed_scope": "replica swaps (numpy); the Langevin noise is not seeded by openmmtools",
              "wall_s_last_invocation": wall_s}
-    return write_outputs(system, config, out, positions, reduced, reduced * kT, extra)
+    return write_outputs(system, config, out, [positions], reduced, reduced * kT, extra)
 
 
 def _lowest_temperature_frames(reporter) -> tuple[np.ndarray, np.ndarray]:
