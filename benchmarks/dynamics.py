@@ -20,7 +20,6 @@ per-walker ns/day. Prints one JSON document and writes it to ``--out``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -35,6 +34,7 @@ import openmm.unit as unit
 import torch
 
 from boltzclf.core.provenance import package_versions
+from conditions import busy_neighbour
 from boltzclf.openmm import load_system
 from boltzclf.openmm.pool import make_context
 
@@ -57,21 +57,6 @@ def openmm_ns_per_day(system, threads: int, seconds: float) -> dict:
     context.getState(getEnergy=True)
     wall = time.perf_counter() - start
     return {"threads": threads, "steps": steps, "wall_s": wall, "ns_per_day": steps * 1e-3 / wall * PS_PER_DAY_TO_NS}
-
-
-@contextlib.contextmanager
-def busy_neighbour(active: bool):
-    """A busy-looping subprocess for the duration (when ``active``)."""
-    if not active:
-        yield
-        return
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.5)
-        yield
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def openmm_baselines(system, threads: int, seconds: float) -> list[dict]:

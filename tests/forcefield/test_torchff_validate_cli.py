@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mdtraj
 import pytest
+import torch
 
 from boltzclf.cli.main import EXIT_USER_ERROR, main
 from forcefield_testdata import md_frames
@@ -19,7 +20,7 @@ def test_validate_energy_writes_results_for_perturbed_and_md_frames(tmp_path, al
     mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(aldp_implicit.topology)).save_dcd(str(traj_path))
     out = tmp_path / "validation"
     argv = ["validate-energy", str(SPEC), "--n", "10", "--out", str(out), "--traj", str(traj_path),
-            "--device", "cpu", "--timing-dtype", "float32", "--no-progress"]
+            "--device", "cpu", "--timing-batch", "32", "--no-compile", "--no-progress"]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["sets"]["perturbed"]["n"] == 10 and results["sets"]["md"]["n"] == 12
@@ -29,7 +30,13 @@ def test_validate_energy_writes_results_for_perturbed_and_md_frames(tmp_path, al
         "0:HarmonicBondForce", "1:HarmonicAngleForce", "2:PeriodicTorsionForce", "3:NonbondedForce",
         "4:CustomGBForce"}
     assert results["torch_dtype"] == "float32"  # timed in float32; accuracy above is float64
+    assert results["batch"] == 32 and not results["torch_compiled"]
+    # the baseline is the faster of 1 thread and as many as torch uses, and the output says what was timed
+    by_threads = results["openmm_evals_per_s_by_threads"]
+    assert set(by_threads) == {"1", str(torch.get_num_threads())}
+    assert results["openmm_evals_per_s"] == max(by_threads.values())
     assert results["speedup"] == pytest.approx(results["torch_evals_per_s"] / results["openmm_evals_per_s"])
+    assert "torch eager float32" in results["timed"] and "32 configurations" in results["timed"]
     assert (out / "config.json").exists() and (out / "metadata.json").exists()
 
 
