@@ -30,14 +30,14 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
+def seed(text: str) -> int:
+    """argparse type: a random seed, an integer in [0, 2**63)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
     return value
 
 
@@ -57,36 +57,41 @@ def print_results(results: dict) -> None:
     print(json.dumps(results, indent=2))
 
 
-def _experiments(config):
-    """Every :class:`~boltzclf.training.config.ExperimentConfig` inside a (workflow) config."""
+def _experiments(config, key: str = ""):
+    """``(dotted key, experiment)`` of every :class:`~boltzclf.training.config.ExperimentConfig` inside a
+    (workflow) config; the key is empty for the config itself."""
     from boltzclf.training.config import ExperimentConfig
 
+    def child(name) -> str:
+        return f"{key}.{name}" if key else str(name)
+
     if isinstance(config, ExperimentConfig):
-        yield config
+        yield key, config
     elif dataclasses.is_dataclass(config) and not isinstance(config, type):
         for f in dataclasses.fields(config):
-            yield from _experiments(getattr(config, f.name))
+            yield from _experiments(getattr(config, f.name), child(f.name))
     elif isinstance(config, dict):
-        for value in config.values():
-            yield from _experiments(value)
+        for name, value in config.items():
+            yield from _experiments(value, child(name))
     elif isinstance(config, (list, tuple)):
-        for value in config:
-            yield from _experiments(value)
+        for i, value in enumerate(config):
+            yield from _experiments(value, child(i))
 
 
-def check_warm_starts(config) -> None:
+def check_warm_starts(config, where: str) -> None:
     """Refuse a missing, corrupt or (analytic targets) ill-fitting ``training.warm_start`` checkpoint of
-    any experiment in ``config`` before an output directory is made, so a corrected retry can reuse it.
+    any experiment in ``config`` (read from file ``where``) before an output directory is made, so that
+    a corrected retry can still use it.
 
     Raises
     ------
     CheckpointError
-        Naming ``training.warm_start`` and the file.
+        Naming ``where``, the dotted key and the checkpoint file.
     """
     from boltzclf.training import checkpoint
     from boltzclf.training.config import build_model
 
-    for experiment in _experiments(config):
+    for key, experiment in _experiments(config):
         source = experiment.training.warm_start
         if source is None:
             continue
@@ -96,4 +101,5 @@ def check_warm_starts(config) -> None:
                 weights = state["ema"] if state["ema"] is not None else state["model"]
                 checkpoint.load_weights(build_model(experiment), weights, source)
         except CheckpointError as exc:
-            raise CheckpointError(f"training.warm_start: {exc}") from None
+            dotted = f"{key}.training.warm_start" if key else "training.warm_start"
+            raise CheckpointError(f"{where}: {dotted}: {exc}") from None

@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from boltzclf.cli.common import add_device_argument, device_from, positive_int, print_results
+from boltzclf.cli.common import add_device_argument, device_from, positive_int, print_results, seed
 from boltzclf.core import atomic, rundir
 from boltzclf.core.config import from_mapping, to_dict
 from boltzclf.core.errors import ConfigError
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("run_dir", help="directory written by 'boltzclf train'")
     parser.add_argument("--out", required=True, help="directory for results.json")
     parser.add_argument("--n-samples", type=positive_int, default=None, help="exact samples per level (default: config)")
-    parser.add_argument("--seed", type=int, default=None, help="evaluation seed (default: config)")
+    parser.add_argument("--seed", type=seed, default=None, help="evaluation seed (default: config)")
     add_device_argument(parser)
     parser.set_defaults(handler=main)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from boltzclf.cli.common import positive_float, positive_int
+from boltzclf.cli.common import positive_float, positive_int, seed
 from boltzclf.core import atomic, rundir
-from boltzclf.core.errors import BoltzclfError
+from boltzclf.core.errors import BoltzclfError, one_line
 from boltzclf.openmm.cvs import CV_NAMES
 
 #: Ramachandran boxes (degrees) reported when the CVs are ``phi,psi``: (φ range, ψ range), each the
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--bins", type=positive_int, default=36, help="bins per CV (36 = 10 degrees for angles)")
     p.add_argument("--blocks", type=positive_int, default=20, help="contiguous blocks for the bootstrap")
     p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap replicates (at least 2)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=seed, default=0, help="bootstrap seed")
     p.set_defaults(handler=run)
 
 
@@ -101,8 +101,8 @@ def _log_weights(path: Path | None, n_frames: int) -> np.ndarray | None:
         return None
     try:
         values = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise BoltzclfError(f"--log-weights {path}: cannot read ({exc})") from None
+    except Exception as exc:  # numpy raises OSError, ValueError, EOFError... for files it cannot read
+        raise BoltzclfError(f"--log-weights {path}: cannot read ({one_line(exc) or type(exc).__name__})") from None
     if values.shape != (n_frames,):
         raise BoltzclfError(f"--log-weights {path}: expected shape ({n_frames},), got {values.shape}")
     return values

@@ -48,7 +48,7 @@ def load_workflow(path: str, preset: str | None):
 def main(args: argparse.Namespace) -> int:
     config, runner = load_workflow(args.workflow, args.preset)
     device = device_from(args)
-    check_warm_starts(config)
+    check_warm_starts(config, args.workflow)
     results = runner(config, args.out, device)
     print_results(results)
     print(f"wrote {args.out}/results.json and {args.out}/report.png")

@@ -3,14 +3,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 
-from boltzclf.cli.common import (add_device_argument, device_from, non_negative_int, positive_float, positive_int,
-                                 print_results)
+from boltzclf.cli.common import add_device_argument, device_from, print_results, seed
 from boltzclf.core.config import from_mapping
 from boltzclf.core.errors import ConfigError
 from boltzclf.pipelines import sampling
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(sampling.SampleConfig)}
+
+#: Checks made here so the message names the option at fault: SampleConfig checks step_size, dt and
+#: friction together (under step_size), and no_resample_last with mcmc_steps, and divides by groups.
+_OPTION_CHECKS = (
+    (("step_size", "dt", "friction"), lambda v: math.isfinite(v) and v > 0, "must be a positive finite number"),
+    (("groups",), lambda v: v >= 1, "must be >= 1"),
+    (("no_resample_last", "mcmc_steps"), lambda v: v >= 0, "must be >= 0"),
+)
 
 
 def register(subparsers) -> None:
@@ -33,26 +41,25 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--target", choices=("exact", "model"), default="exact",
                         help="final density: the run's true target (default) or the learned model itself")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--levels", type=int, default=0,
                         help="levels of the path (log-SNR spaced over the model's range; 0 = the model's grid)")
     parser.add_argument("--kernel", choices=("ddpm", "ei"), default="ddpm", help="reverse kernel")
     parser.add_argument("--posterior-variance", choices=("isotropic", "hessian"), default="isotropic",
                         help="ddpm kernel: Var(x0 | x_t) from sigma_data (isotropic) or the Hessian (small D)")
-    parser.add_argument("--groups", type=positive_int, default=_DEFAULTS["groups"],
+    parser.add_argument("--groups", type=int, default=_DEFAULTS["groups"],
                         help="independent SMC groups for the log Z error bar")
     parser.add_argument("--resample-threshold", type=float, default=_DEFAULTS["resample_threshold"])
-    parser.add_argument("--no-resample-last", type=non_negative_int, default=0, help="no resampling in the last M moves")
-    parser.add_argument("--mcmc-steps", type=non_negative_int, default=0, help="MALA moves per SMC level")
+    parser.add_argument("--no-resample-last", type=int, default=0, help="no resampling in the last M moves")
+    parser.add_argument("--mcmc-steps", type=int, default=0, help="MALA moves per SMC level")
     parser.add_argument("--bridge-levels", type=int, default=0,
                         help="smc: anneal from the learned first level to the exact target over this many levels, "
                              "with the --mcmc-steps MALA moves there")
-    parser.add_argument("--step-size", type=positive_float, default=_DEFAULTS["step_size"], help="MALA step size h")
+    parser.add_argument("--step-size", type=float, default=_DEFAULTS["step_size"], help="MALA step size h")
     parser.add_argument("--langevin-steps", type=int, default=_DEFAULTS["langevin_steps"])
     parser.add_argument("--integrator", choices=("mala", "baoab", "ghmc"), default=_DEFAULTS["integrator"])
-    parser.add_argument("--dt", type=positive_float, default=_DEFAULTS["dt"], help="Langevin time step (baoab, ghmc)")
-    parser.add_argument("--friction", type=positive_float, default=_DEFAULTS["friction"],
-                        help="Langevin friction")
+    parser.add_argument("--dt", type=float, default=_DEFAULTS["dt"], help="Langevin time step (baoab, ghmc)")
+    parser.add_argument("--friction", type=float, default=_DEFAULTS["friction"], help="Langevin friction")
     parser.add_argument("--record-every", type=int, default=0,
                         help="langevin: keep every K-th step of every walker (0 = only the last step)")
     parser.add_argument("--start", choices=("ancestral", "smc"), default="ancestral",
@@ -68,6 +75,10 @@ def register(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     values = {name: getattr(args, name) for name in _DEFAULTS}
+    for keys, ok, problem in _OPTION_CHECKS:
+        for key in keys:
+            if not ok(values[key]):
+                raise ConfigError(f"--{key.replace('_', '-')}: {problem}, got {values[key]}")
     try:
         config = from_mapping(sampling.SampleConfig, values, "options")
     except ConfigError as exc:  # "options: some_key: problem" -> "--some-key: problem"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from boltzclf.cli.common import seed
 from boltzclf.core import rundir
 from boltzclf.core.device import resolve_device
 from boltzclf.core.config import to_dict
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--friction", type=float, default=1.0, help="Langevin friction in 1/ps")
     p.add_argument("--stride-ps", type=float, default=None,
                    help="ps between saved frames (default 0.1 for openmm, 1.0 for torch)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (velocities and integrator)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (velocities and integrator)")
     p.add_argument("--equilibration-ps", type=float, default=10.0, help="unsaved equilibration (ps)")
     p.add_argument("--no-minimize", action="store_true", help="skip energy minimisation")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (OpenMM platform or torch)")

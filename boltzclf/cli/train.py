@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 def main(args: argparse.Namespace) -> int:
     config = from_mapping(ExperimentConfig, load_yaml(args.config), args.config)
     device = device_from(args)
-    check_warm_starts(config)
+    check_warm_starts(config, args.config)
     print_results({k: v for k, v in run_experiment(config, args.out, device).items()
                    if not isinstance(v, list)})
     return 0

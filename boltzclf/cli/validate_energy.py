@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boltzclf.cli.common import add_device_argument, device_from, positive_float, positive_int
+from boltzclf.cli.common import add_device_argument, device_from, positive_float, positive_int, seed
 from boltzclf.core import atomic, rundir
 from boltzclf.core.config import to_dict
 from boltzclf.core.errors import BoltzclfError
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--traj", type=Path, default=None,
                    help="MD trajectory (any mdtraj format; DCD/XTC use the system's topology)")
     p.add_argument("--max-frames", type=positive_int, default=100, help="frames used from --traj (evenly spaced)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the perturbations")
+    p.add_argument("--seed", type=seed, default=0, help="random seed of the perturbations")
     p.add_argument("--reference-platform", default="Reference", help="OpenMM platform for accuracy")
     p.add_argument("--platform", default="CPU", help="OpenMM platform of the timed single-Context loop")
     p.add_argument("--timing-batch", type=positive_int, default=1024,
@@ -57,8 +57,14 @@ def _trajectory_frames(path: Path, system, max_frames: int) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     from boltzclf.forcefield.validation import perturbed_configurations, validate
     from boltzclf.openmm import load_system
+    from boltzclf.openmm.pool import check_platform
 
     device = device_from(args)
+    for flag, platform in (("--reference-platform", args.reference_platform), ("--platform", args.platform)):
+        try:
+            check_platform(platform)
+        except BoltzclfError as exc:
+            raise BoltzclfError(f"{flag}: {exc}") from None
     system = load_system(args.system)
     inputs = [args.system] + ([args.traj] if args.traj else [])
     resolved = {"command": "validate-energy", "system": to_dict(system.spec), "n": args.n,

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from boltzclf.core.errors import BoltzclfError, CheckpointError
+from boltzclf.core.errors import BoltzclfError, CheckpointError, one_line
 
 
 def _read_umask() -> int:
@@ -97,8 +97,8 @@ def torch_load(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files
-        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {exc}); the run cannot use "
-                              "it: delete the run directory to start again") from None
+        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {one_line(exc)}); the run cannot "
+                              "use it: delete the run directory to start again") from None
 
 
 def save_npz(path: str | os.PathLike, **arrays) -> Path:

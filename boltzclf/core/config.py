@@ -46,8 +46,11 @@ def load_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        position = getattr(exc, "position", None)  # a ReaderError (forbidden character) has no mark
+        where = (f" (line {mark.line + 1}, column {mark.column + 1})" if mark
+                 else f" (character {position + 1})" if isinstance(position, int) else "")
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        problem = " ".join(str(problem).split())  # one line
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None

@@ -16,3 +16,8 @@ class ConfigError(BoltzclfError):
 
 class CheckpointError(BoltzclfError):
     """A checkpoint is missing, unreadable or incompatible with the configured model."""
+
+
+def one_line(error: BaseException | str) -> str:
+    """The message of ``error`` on one line (libraries raise multi-line messages; the CLI prints one)."""
+    return " ".join(str(error).split())

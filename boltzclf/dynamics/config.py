@@ -59,8 +59,10 @@ class BatchedMDConfig:
 
     def __post_init__(self) -> None:
         for key in ("ns", "temperature", "timestep_fs", "stride_ps", "exchange_ps", "friction_per_ps"):
-            require(getattr(self, key) > 0, _name(key), "must be positive")
-        require(self.equilibration_ps >= 0, _name("equilibration_ps"), "must be >= 0")
+            require(math.isfinite(getattr(self, key)) and getattr(self, key) > 0, _name(key),
+                    "must be positive and finite")
+        require(math.isfinite(self.equilibration_ps) and self.equilibration_ps >= 0, _name("equilibration_ps"),
+                "must be >= 0 and finite")
         for key in ("walkers", "replicas", "checkpoint_frames"):
             require(getattr(self, key) >= 1, _name(key), "must be >= 1")
         require(self.chunk_size is None or self.chunk_size >= 1, _name("chunk_size"), "must be >= 1")

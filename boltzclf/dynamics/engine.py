@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from boltzclf.core import atomic
 from boltzclf.core.device import resolve_device
-from boltzclf.core.errors import BoltzclfError, CheckpointError
+from boltzclf.core.errors import BoltzclfError, CheckpointError, one_line
 from boltzclf.dynamics.config import BatchedMDConfig
 from boltzclf.dynamics.output import chunk_path, finalise, read_results
 from boltzclf.dynamics.tempering import ExchangeState, exchange, geometric_ladder
@@ -177,7 +177,7 @@ def load_checkpoint(out: Path, sim: Simulation) -> bool:
         sim.frames_done, sim.wall_s = int(data["frames_done"]), float(data["wall_s"])
         sim.n_nonfinite = int(data["n_nonfinite"])
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot resume from it ({exc}); delete it to restart") from None
+        raise CheckpointError(f"{path}: cannot resume from it ({one_line(exc)}); delete it to restart") from None
     return True
 
 

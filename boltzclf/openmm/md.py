@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from boltzclf.core import atomic
-from boltzclf.core.errors import CheckpointError
+from boltzclf.core.errors import CheckpointError, one_line
 from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.openmm.md_config import MDConfig
 from boltzclf.openmm.md_output import write_outputs
@@ -54,7 +54,8 @@ class _Checkpointer:
             data = torch.load(self.path, weights_only=True)
             self.context.loadCheckpoint(data["openmm"])
         except Exception as exc:
-            raise CheckpointError(f"{self.path}: cannot resume from it ({exc}); delete it to restart") from None
+            raise CheckpointError(f"{self.path}: cannot resume from it ({one_line(exc)}); delete it to "
+                                  "restart") from None
         return int(data["frames_done"]), float(data["wall_s"])
 
 

@@ -34,8 +34,9 @@ class MDConfig:
         flags = {"ns": "--ns", "temperature": "--temperature", "timestep_fs": "--timestep-fs",
                  "friction_per_ps": "--friction", "stride_ps": "--stride-ps"}
         for key, flag in flags.items():
-            require(getattr(self, key) > 0, flag, "must be positive")
-        require(self.equilibration_ps >= 0, "--equilibration-ps", "must be >= 0")
+            require(math.isfinite(getattr(self, key)) and getattr(self, key) > 0, flag, "must be positive and finite")
+        require(math.isfinite(self.equilibration_ps) and self.equilibration_ps >= 0, "--equilibration-ps",
+                "must be >= 0 and finite")
         require(self.threads >= 1 and self.checkpoint_frames >= 1, "--threads/--checkpoint-frames",
                 "must be >= 1")
         require(math.isclose(self.stride_steps * self.timestep_fs, self.stride_ps * 1000.0, abs_tol=1e-9),

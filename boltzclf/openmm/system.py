@@ -10,7 +10,7 @@ import openmm
 import openmm.app as app
 import torch
 
-from boltzclf.core.errors import BoltzclfError
+from boltzclf.core.errors import BoltzclfError, one_line
 from boltzclf.energy.bridge import Bridge, make_bridge
 from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.openmm.builders import build
@@ -109,16 +109,26 @@ class MolecularSystem:
         Raises
         ------
         BoltzclfError
-            If the file is missing or unreadable, or its atom count differs from the system's.
+            If the file is missing, unreadable or cut short (a DCD holding fewer whole frames than
+            its header counts), its atom count differs from the system's (both named), or a frame
+            holds a non-finite coordinate (the first such frame and atom named).
         """
         if not os.path.exists(path):
             raise BoltzclfError(f"{path}: trajectory not found")
+        n_atoms = _atoms_in_file(path)
+        if n_atoms is not None and n_atoms != self.n_atoms:
+            raise BoltzclfError(f"{path}: has {n_atoms} atoms, system {self.spec.name} has {self.n_atoms}")
         try:
             traj = mdtraj.load(str(path), top=str(top) if top else self.mdtraj_topology)
         except Exception as exc:  # mdtraj raises many types for unreadable or mismatched files
-            raise BoltzclfError(f"{path}: cannot read trajectory ({exc})") from None
+            raise BoltzclfError(f"{path}: cannot read trajectory ({one_line(exc)})") from None
         if traj.n_atoms != self.n_atoms:
             raise BoltzclfError(f"{path}: has {traj.n_atoms} atoms, system {self.spec.name} has {self.n_atoms}")
+        _check_dcd_length(path, traj.n_frames)
+        bad = np.argwhere(~np.isfinite(traj.xyz).all(axis=2))
+        if len(bad):
+            raise BoltzclfError(f"{path}: frame {bad[0][0]} has a non-finite coordinate (atom {bad[0][1]}); "
+                                f"{len(np.unique(bad[:, 0]))} frame(s) in all")
         return traj.xyz.astype(np.float64)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,6 +150,27 @@ class MolecularSystem:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _atoms_in_file(path: str | os.PathLike) -> int | None:
+    """Atoms per frame of a trajectory file, read without a topology (None when mdtraj cannot tell)."""
+    try:
+        with mdtraj.open(str(path)) as handle:
+            return int(handle.read(n_frames=1)[0].shape[1])
+    except Exception:  # formats without a topology-free reader, or unreadable files: load() reports
+        return None
+
+
+def _check_dcd_length(path: str | os.PathLike, n_read: int) -> None:
+    """Refuse a DCD whose header counts more frames than the file holds whole (a cut-short copy)."""
+    if not str(path).lower().endswith(".dcd"):
+        return
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+    counted = int(np.frombuffer(header[8:12], dtype="<i4")[0]) if header[4:8] == b"CORD" else 0
+    if counted > n_read:
+        raise BoltzclfError(f"{path}: its header counts {counted} frames but the file holds {n_read} whole "
+                            "frames: it was cut short")
 
 
 def load_system(path: str | os.PathLike, *, backend: str = "openmm", **bridge_options) -> MolecularSystem:

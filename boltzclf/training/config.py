@@ -45,7 +45,9 @@ class ProcessConfig:
     gamma_factor: float = 1.0
 
     def __post_init__(self):
-        require(0 < self.beta_min < self.beta_max, "beta_min", "need 0 < beta_min < beta_max")
+        require(self.beta_min > 0, "beta_min", f"need 0 < beta_min < beta_max, got {self.beta_min}")
+        require(self.beta_max > self.beta_min, "beta_max",
+                f"need 0 < beta_min < beta_max, got {self.beta_min}, {self.beta_max}")
         require(self.gamma_factor > 0, "gamma_factor", "must be positive")
         defaults = ProcessConfig.__dataclass_fields__
         for key, used_by in (("beta_min", "vp"), ("beta_max", "vp"), ("gamma_factor", "interpolant")):
@@ -66,7 +68,8 @@ class GridConfig:
 
     def __post_init__(self):
         require(self.n_levels >= 2, "n_levels", f"must be >= 2, got {self.n_levels}")
-        require(0 < self.t_min < self.t_max, "t_min", f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
+        require(self.t_min > 0, "t_min", f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
+        require(self.t_max > self.t_min, "t_max", f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
         require(self.kind == "karras" or self.rho == GridConfig.rho, "rho", "only used by kind: karras; remove it")
 
 
@@ -87,7 +90,8 @@ class ModelConfig:
     embedding: Literal["positional", "fourier"] = "positional"
 
     def __post_init__(self):
-        require(self.hidden >= 1 and self.n_layers >= 1, "hidden", "hidden and n_layers must be >= 1")
+        require(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
+        require(self.n_layers >= 1, "n_layers", f"must be >= 1, got {self.n_layers}")
         require(self.time_dim >= 2 and self.time_dim % 2 == 0, "time_dim", "must be even and >= 2")
         require(self.kind != "egnn" or self.embedding == "positional", "embedding", "egnn uses positional only")
 

@@ -87,5 +87,5 @@ def test_nan_coordinates_in_a_trajectory_are_named(systems, tmp_path, capsys):
     traj.save_dcd(str(tmp_path / "nan.dcd"))
     out = tmp_path / "out"
     assert pmf(tmp_path / "nan.dcd", out, "--blocks", "3") == 2
-    assert "non-finite entries at frames [17]" in capsys.readouterr().err
+    assert "nan.dcd: frame 17 has a non-finite coordinate (atom 4)" in capsys.readouterr().err
     assert not out.exists()
