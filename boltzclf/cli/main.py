@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "boltzclf.cli.simulate",
     "boltzclf.cli.pmf",
     "boltzclf.cli.validate_energy",
+    "boltzclf.cli.export",
 )
 
 EXIT_USER_ERROR = 2

@@ -161,7 +161,7 @@ def smc(path, kernels, settings: SMCSettings, generator: torch.Generator, dtype:
         trace["step_sizes"].append(step_size if not math.isnan(trace["acceptance"][-1]) else float("nan"))
     grouped = log_w.reshape(groups, per_group)
     log_z_groups += torch.logsumexp(grouped, 1) - math.log(per_group)
-    log_z, log_z_se = _pooled_log_z(log_z_groups)
+    log_z, log_z_se = pooled_log_z(log_z_groups)
     pooled = (grouped - torch.logsumexp(grouped, 1, keepdim=True) + log_z_groups[:, None]).reshape(-1)
     return SMCResult(
         samples=x, log_weights=pooled - torch.logsumexp(pooled, 0), ancestors=ancestors,
@@ -182,7 +182,7 @@ def diffusion_ais(path, kernels, n_particles: int, generator: torch.Generator, n
     return smc(path, kernels, settings, generator, dtype, device, progress)
 
 
-def _pooled_log_z(log_z_groups: torch.Tensor) -> tuple[float, float]:
+def pooled_log_z(log_z_groups: torch.Tensor) -> tuple[float, float]:
     """log mean_g Ẑ_g and its delta-method standard error sd(Ẑ_g/Ẑ)/√G (NaN for one group)."""
     groups = log_z_groups.shape[0]
     log_z = torch.logsumexp(log_z_groups, 0) - math.log(groups)

@@ -1,0 +1,36 @@
+"""SMC with its groups on 2 gloo processes under torchrun against 1 process (same seed): the same
+estimator, so log Ẑ and the heavy-mode fraction agree with each other and with the truth (log Z = 0,
+2/3) within their standard errors; weights are normalised over both ranks."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).with_name("smc_script.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_smc(tmp_path: Path, processes: int) -> dict:
+    out = tmp_path / f"smc_{processes}.json"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = (launcher if processes > 1 else [sys.executable]) + [str(SCRIPT), str(out), "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_two_ranks_give_the_estimates_of_one(tmp_path):
+    one, two = run_smc(tmp_path, 1), run_smc(tmp_path, 2)
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    for result in (one, two):
+        assert result["n_groups"] == 16 and result["n_target_evals"] == 4096
+        assert math.isclose(result["weight_total"], 1.0, rel_tol=1e-9)  # normalised over all ranks
+        assert abs(result["log_z"]) <= 3 * result["log_z_se"]
+        assert abs(result["heavy"] - 2 / 3) <= 3 * result["heavy_se"]
+    assert abs(one["log_z"] - two["log_z"]) <= 3 * math.hypot(one["log_z_se"], two["log_z_se"])
+    assert abs(one["heavy"] - two["heavy"]) <= 3 * math.hypot(one["heavy_se"], two["heavy_se"])
