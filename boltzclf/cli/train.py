@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 
 from boltzclf.cli.common import add_device_argument, check_warm_starts, device_from, print_results
+from boltzclf.core import distributed
 from boltzclf.core.config import from_mapping, load_yaml
+from boltzclf.core.errors import ConfigError
 from boltzclf.pipelines.experiment import run_experiment
 from boltzclf.training.config import ExperimentConfig
 
@@ -19,7 +21,9 @@ def register(subparsers) -> None:
             "(interpolants only), process, grid, model, loss, training, evaluation "
             "(see examples/train_two_modes.yaml; every key is validated). Writes "
             "DIR/config.json, metadata.json, checkpoint.pt, metrics.jsonl and results.json; "
-            "re-running the same command resumes from the last checkpoint."
+            "re-running the same command resumes from the last checkpoint. Under torchrun "
+            "(torchrun --nproc_per_node P -m boltzclf train ...) the P processes share each batch "
+            "(training.shards, a multiple of P, fixes the random streams) and rank 0 writes."
         ),
     )
     parser.add_argument("config", help="experiment YAML file")
@@ -30,8 +34,12 @@ def register(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = from_mapping(ExperimentConfig, load_yaml(args.config), args.config)
-    device = device_from(args)
+    device = distributed.init_from_environment(device_from(args))
+    if config.training.shards % distributed.world_size():
+        raise ConfigError(f"{args.config}: training.shards: {config.training.shards} cannot be shared by "
+                          f"{distributed.world_size()} processes; use a multiple of {distributed.world_size()}")
     check_warm_starts(config, args.config)
-    print_results({k: v for k, v in run_experiment(config, args.out, device).items()
-                   if not isinstance(v, list)})
+    results = run_experiment(config, args.out, device)
+    if distributed.is_main():
+        print_results({k: v for k, v in results.items() if not isinstance(v, list)})
     return 0

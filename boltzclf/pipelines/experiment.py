@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from boltzclf.core import atomic, rundir
+from boltzclf.core import atomic, distributed, rundir
 from boltzclf.core.config import from_mapping, to_dict
 from boltzclf.core.errors import ConfigError
 from boltzclf.evaluation.gmm_metrics import evaluate
@@ -56,7 +56,8 @@ def train_on(config: ExperimentConfig, data, molecule, out: str | Path, device: 
     ``end_energies``: the interpolant's true end energies (u_0, u_1) for ``loss.endpoints``."""
     resolved = to_dict(config)
     loss = build_loss(config.loss, end_energies)  # refused before the run directory exists
-    out = rundir.prepare(out, resolved, seed=config.training.seed, device=str(device), inputs=inputs)
+    with distributed.main_first():  # rank 0 makes (or checks) the run directory, the others then open it
+        out = rundir.prepare(out, resolved, seed=config.training.seed, device=str(device), inputs=inputs)
     torch.manual_seed(config.training.seed)
     model = build_model(config, molecule).to(device)
     return train(model, loss, data, config.training, out, resolved, device, on_step)
@@ -108,8 +109,14 @@ def load_trained(run_dir: str | Path, device: torch.device):
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, device: torch.device) -> dict:
-    """Train then evaluate; writes ``out/results.json`` and returns the metrics."""
+    """Train then evaluate; writes ``out/results.json`` and returns the metrics.
+
+    Under ``torchrun`` every rank trains and rank 0 alone evaluates and writes (the others return
+    an empty mapping).
+    """
     model = train_experiment(config, out, device)
+    if not distributed.is_main():
+        return {}
     results = evaluate_experiment(model, config)
     atomic.write_json(Path(out) / "results.json", results)
     return results

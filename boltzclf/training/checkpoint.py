@@ -16,8 +16,10 @@ from boltzclf.core.errors import CheckpointError
 FORMAT = "boltzclf-checkpoint/1"
 
 
-def save(path: str | Path, *, config: dict, step: int, model, ema, optimizer, generator: torch.Generator) -> None:
-    """Atomically write a training checkpoint."""
+def save(path: str | Path, *, config: dict, step: int, model, ema, optimizer,
+         generator_states: list[torch.Tensor], generator_device: str) -> None:
+    """Atomically write a training checkpoint; ``generator_states`` are the states of the training
+    random streams (one per ``training.shards``), of generators on device type ``generator_device``."""
     atomic.torch_save(path, {
         "format": FORMAT,
         "version": __version__,
@@ -27,9 +29,15 @@ def save(path: str | Path, *, config: dict, step: int, model, ema, optimizer, ge
         "ema": ema.shadow.state_dict() if ema is not None else None,
         "free_energies": model.free_energies.detach().cpu(),
         "optimizer": optimizer.state_dict(),
-        "rng": {"generator": generator.get_state(), "generator_device": generator.device.type,
-                "torch_cpu": torch.get_rng_state()},
+        "rng": {"generator": generator_states[0], "more_generators": list(generator_states[1:]),
+                "generator_device": generator_device, "torch_cpu": torch.get_rng_state()},
     })
+
+
+def generator_states(state: dict) -> list[torch.Tensor]:
+    """The random streams' states of a loaded checkpoint (checkpoints of one stream have no
+    ``more_generators``)."""
+    return [state["rng"]["generator"], *state["rng"].get("more_generators", [])]
 
 
 def load(path: str | Path) -> dict:
@@ -93,6 +101,9 @@ def _structure_problem(data: dict) -> str | None:
             and all(isinstance(rng.get(k), torch.Tensor) and rng[k].dtype == torch.uint8
                     for k in ("generator", "torch_cpu"))):
         return "'rng' is missing or not random-generator states (generator, generator_device, torch_cpu)"
+    more = rng.get("more_generators", [])
+    if not (isinstance(more, list) and all(isinstance(s, torch.Tensor) and s.dtype == torch.uint8 for s in more)):
+        return "'rng.more_generators' is not a list of random-generator states"
     for entry in ("model", "ema"):
         for key, value in (data[entry] or {}).items():
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):

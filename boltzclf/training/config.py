@@ -99,7 +99,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     """Optimisation. ``dataset_size`` 0 draws fresh samples every step; ``ema`` 0 disables the EMA;
-    ``lr_schedule`` ``cosine`` decays the learning rate from ``lr`` to 0 over ``steps``."""
+    ``lr_schedule`` ``cosine`` decays the learning rate from ``lr`` to 0 over ``steps``; ``shards``
+    splits each batch into that many blocks with random streams of their own, the unit of work of
+    distributed training (the number of processes must divide it; see :mod:`boltzclf.training.trainer`)."""
 
     steps: int = 2000
     batch_size: int = 512
@@ -112,10 +114,12 @@ class TrainingConfig:
     log_every: int = 50
     seed: int = 0
     warm_start: str | None = None
+    shards: int = 1
 
     def __post_init__(self):
-        for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
+        for key in ("steps", "batch_size", "checkpoint_every", "log_every", "shards"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        require(self.batch_size % self.shards == 0, "shards", f"must divide batch_size ({self.batch_size})")
         require(self.lr > 0, "lr", "must be positive")
         require(self.grad_clip > 0, "grad_clip", "must be positive")
         require(0 <= self.ema < 1, "ema", f"must be in [0, 1), got {self.ema}")
