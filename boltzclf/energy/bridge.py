@@ -20,6 +20,7 @@ from torch.autograd.function import once_differentiable
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.energy.policy import EnergyStats
 
+
 class Bridge(Protocol):
     """What every backend provides (see module docstring for units)."""
 

@@ -116,9 +116,9 @@ def run(workflow: ReferenceEnsembleWorkflow, out: str | Path, device: torch.devi
         results["dynamics"]["replica_exchange"] = dynamics["replica_exchange"]
     results["frames_at_target_temperature"] = int(frames.shape[0] * frames.shape[1])
     results["wall_s_total"] = time.perf_counter() - start  # of this invocation (a resumed run: the rest)
-    atomic.write_json(out / "results.json", results)
     atomic.save_figure(out / "report.png", figure)
     plt.close(figure)
+    atomic.write_json(out / "results.json", results)  # last: it marks a finished run (to reuse)
     return results
 
 

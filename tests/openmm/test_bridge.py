@@ -153,8 +153,11 @@ class _ConstantSeven:
 
 
 @pytest.mark.parametrize("factory", [_ConstantSeven, f"{__name__}:_ConstantSeven"], ids=["callable", "import-string"])
-def test_a_registered_backend_is_used_by_load_system(factory):
+def test_a_registered_backend_is_used_by_load_system(factory, monkeypatch):
     """Any registered factory, a callable or an import string resolved on use, serves energy()."""
+    from boltzclf.energy import bridge
+
+    monkeypatch.setattr(bridge, "_BACKENDS", dict(bridge._BACKENDS))  # registered for this test only
     register_backend("constant-test", factory)
     system = load_system(SYSTEMS_DIR / "alanine_dipeptide_vacuum.yaml", backend="constant-test")
     assert system.energy(torch.zeros(2, 22, 3, dtype=torch.float64)).tolist() == [7.0, 7.0]
