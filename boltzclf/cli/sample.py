@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 from boltzclf.cli.common import add_device_argument, device_from, print_results, seed
+from boltzclf.core import distributed
 from boltzclf.core.config import from_mapping
 from boltzclf.core.errors import ConfigError
 from boltzclf.pipelines import sampling
@@ -37,7 +38,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("run_dir", help="trained run directory (holds checkpoint.pt)")
     parser.add_argument("--sampler", required=True, choices=sampling.SAMPLERS)
-    parser.add_argument("--n", type=int, default=_DEFAULTS["n"], help="samples / particles / walkers (default 4096)")
+    parser.add_argument("--n", "--n-samples", dest="n", type=int, default=_DEFAULTS["n"],
+                        help="samples / particles / walkers (default 4096; under torchrun write --n-samples, "
+                        "which torchrun's own options do not swallow)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--target", choices=("exact", "model"), default="exact",
                         help="final density: the run's true target (default) or the learned model itself")
@@ -84,7 +87,8 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # "options: some_key: problem" -> "--some-key: problem"
         key, _, problem = str(exc).removeprefix("options: ").partition(": ")
         raise ConfigError(f"--{key.replace('_', '-')}: {problem}") from None
-    summary = sampling.run(args.run_dir, config, args.out, device_from(args))
-    print_results(summary)
-    print(f"wrote {args.out}/samples.npz, diagnostics.json, results.json and ess.png")
+    summary = sampling.run(args.run_dir, config, args.out, distributed.init_from_environment(device_from(args)))
+    if distributed.is_main():
+        print_results(summary)
+        print(f"wrote {args.out}/samples.npz, diagnostics.json, results.json and ess.png")
     return 0

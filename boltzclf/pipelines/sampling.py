@@ -14,6 +14,7 @@ killed run re-run with the same command writes the same files; a finished one is
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from boltzclf.core import atomic, rundir
+from boltzclf.core import atomic, distributed, rundir
 from boltzclf.core.config import require, to_dict
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.diffusion.grids import log_snr_grid
@@ -38,6 +39,7 @@ from boltzclf.pipelines.experiment import load_trained
 from boltzclf.plots.sampling import ess_trace_figure
 from boltzclf.sampling.ancestral import ancestral_sample
 from boltzclf.sampling.bridge import BridgedPath, BridgeKernels
+from boltzclf.sampling.distributed_smc import distributed_smc
 from boltzclf.sampling.kernels import DiffusionKernels
 from boltzclf.sampling.langevin import run_langevin
 from boltzclf.sampling.ode import FlowSolver, probability_flow_sample
@@ -174,17 +176,26 @@ def draw(problem: SamplingProblem, config: SampleConfig, generator: torch.Genera
 
 
 def run(run_dir: str | Path, config: SampleConfig, out: str | Path, device: torch.device) -> dict:
-    """Sample the trained model in ``run_dir`` into ``out``; returns the summary (``results.json``)."""
+    """Sample the trained model in ``run_dir`` into ``out``; returns the summary (``results.json``).
+
+    Under ``torchrun`` (``smc`` only) every rank runs its share of the SMC groups
+    (:func:`~boltzclf.sampling.distributed_smc.distributed_smc`); rank 0 gathers the particles and
+    writes the outputs, the other ranks return an empty mapping.
+    """
     model, experiment = load_trained(run_dir, device)
     _check_supported(model, config)
     problem = sampling_problem(model, experiment)
     _require_target(problem, config)  # before the output directory exists
     resolved = {"run": str(Path(run_dir).resolve()), "sampling": to_dict(config)}
-    out = rundir.prepare(out, resolved, seed=config.seed, device=str(device), inputs=(Path(run_dir) / "checkpoint.pt",))
-    if (out / "results.json").exists():
+    with distributed.main_first():
+        out = rundir.prepare(out, resolved, seed=config.seed, device=str(device),
+                             inputs=(Path(run_dir) / "checkpoint.pt",))
+    if distributed.broadcast_object((out / "results.json").exists()):
         log.info("%s: finished earlier, reusing it", out)
-        return json.loads((out / "results.json").read_text())
+        return json.loads((out / "results.json").read_text()) if distributed.is_main() else {}
     outcome = draw(problem, config, torch.Generator(device=device).manual_seed(config.seed))
+    if not distributed.is_main():
+        return {}
     summary = _summarise(outcome, problem, config)
     atomic.save_npz(out / "samples.npz", **{k: v.detach().cpu().numpy() for k, v in outcome["arrays"].items()})
     atomic.write_json(out / "diagnostics.json", outcome["diagnostics"])
@@ -196,6 +207,12 @@ def run(run_dir: str | Path, config: SampleConfig, out: str | Path, device: torc
 
 
 def _check_supported(model, config: SampleConfig) -> None:
+    if distributed.world_size() > 1 and config.sampler != "smc":
+        raise BoltzclfError(f"--sampler {config.sampler}: only smc runs on several processes (torchrun); "
+                            "run the others in one process")
+    if config.groups % distributed.world_size():
+        raise BoltzclfError(f"--groups {config.groups}: must be a multiple of the {distributed.world_size()} "
+                            "processes")
     if model.process.kind == "interpolant":
         raise BoltzclfError(f"{config.sampler}: this run trained a stochastic interpolant, whose samplers need a "
                             "velocity field that 'boltzclf train' does not learn; use the Python API "
@@ -237,7 +254,14 @@ def _smc(model, target, config: SampleConfig, generator, physics: Physics) -> di
         path, kernels = _path_and_kernels(model, target, config)
     settings = SMCSettings(config.n, config.groups, config.resample_threshold, config.no_resample_last,
                            config.mcmc_steps, mcmc_last=config.bridge_levels, mcmc_step_size=config.step_size)
-    return _weighted_outcome(smc(path, kernels, settings, generator, device=model.levels.device, progress=True))
+    if distributed.world_size() == 1:
+        return _weighted_outcome(smc(path, kernels, settings, generator, device=model.levels.device, progress=True))
+    result = distributed_smc(path, kernels, settings, config.seed, device=model.levels.device,
+                             progress=distributed.is_main())
+    gathered = {name: torch.cat([part.to(model.levels.device) for part in
+                                 distributed.all_gather_object(getattr(result, name).cpu())])
+                for name in ("samples", "log_weights", "ancestors")}  # for rank 0's samples.npz
+    return _weighted_outcome(dataclasses.replace(result, **gathered))
 
 
 def _ais(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
