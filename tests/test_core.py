@@ -167,3 +167,16 @@ def test_a_truncated_tensor_file_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(CheckpointError, match=r"chunk_00000.pt: unreadable"):
         atomic.torch_load(path)
+
+
+def test_temporaries_of_interrupted_writes_are_not_work_and_are_removed_on_resume(tmp_path):
+    """A kill between an atomic write's temporary file and its rename leaves ``.<stem>.<x>.tmp<suffix>``."""
+    out = tmp_path / "run"
+    rundir.prepare(out, {"x": 1}, seed=0, device="cpu")
+    (out / ".metadata.abc123.tmp.json").write_text("{")  # killed while writing metadata.json
+    rundir.prepare(out, {"x": 2}, seed=0, device="cpu")  # no work yet: the corrected config takes over
+    (out / "chunks").mkdir()
+    (out / "chunks" / ".chunk_00001.x7.tmp.pt").write_bytes(b"partial")
+    (out / "chunks" / "chunk_00000.pt").write_bytes(b"done")
+    rundir.prepare(out, {"x": 2}, seed=0, device="cpu")  # resume
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["chunk_00000.pt", "config.json", "metadata.json"]

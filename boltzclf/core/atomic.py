@@ -29,6 +29,21 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import, so no write ever changes the process umask
 
 
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the temporary file of an atomic write (``.<stem>.<random>.tmp<suffix>``)."""
+    name = Path(path).name
+    return name.startswith(".") and ".tmp" in name
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writes killed before their rename left under ``folder``;
+    returns them. Call it only while no other process writes into ``folder``."""
+    stale = [p for p in Path(folder).rglob(".*.tmp*") if p.is_file() and is_temporary(p)]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,13 @@ by the new config.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from boltzclf.core import atomic, provenance
 from boltzclf.core.errors import BoltzclfError
+
+log = logging.getLogger(__name__)
 
 RECORDS = ("config.json", "metadata.json")
 
@@ -43,6 +46,8 @@ def prepare(out: str | Path, resolved_config: dict, *, seed: int | None, device:
                 f"--out {out}: holds a run with a different config ({describe_differences(previous, resolved)}); "
                 "choose a new directory (nothing was overwritten)")
         _check_inputs(out)
+        for stale in atomic.remove_temporaries(out):
+            log.info("removed %s, left by an interrupted write", stale)
         return out
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(config_path, resolved_config)
@@ -51,8 +56,9 @@ def prepare(out: str | Path, resolved_config: dict, *, seed: int | None, device:
 
 
 def _holds_work(out: Path) -> bool:
-    """Whether ``out`` holds anything besides its config and metadata records."""
-    return any(p.name not in RECORDS for p in out.iterdir())
+    """Whether ``out`` holds anything besides its config and metadata records (and temporary files of
+    interrupted writes)."""
+    return any(p.name not in RECORDS and not atomic.is_temporary(p) for p in out.iterdir())
 
 
 def _read_json(path: Path, out: Path) -> dict:

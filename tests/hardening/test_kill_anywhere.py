@@ -304,21 +304,15 @@ def test_parallel_tempering_statistically(commands, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Defects of modules this suite may not change, reproduced (strict xfail: they pass once fixed)
+# Interrupted writes: their temporary files neither count as work nor stay behind
 # ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="boltzclf.core.rundir: the temporary file of an interrupted metadata.json write "
-                   "counts as work, so the resumed run never writes metadata.json")
 def test_run_killed_while_writing_its_metadata_resumes_with_metadata(commands, tmp_path):
     survive(commands, "train", [AtWrite("metadata.json", before=True)], tmp_path, record=False)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="boltzclf.core.atomic: a write killed before its rename leaves its temporary file "
-                   "in the run directory, and nothing removes it on resume")
 def test_resumed_run_leaves_no_temporary_files(commands, tmp_path):
     out = survive(commands, "simulate-openmm", [AtWrite("checkpoint.pt", 2, before=True)], tmp_path, record=False)
     assert stray_temporaries(out) == []
