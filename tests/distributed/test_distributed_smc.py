@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).with_name("smc_script.py")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +38,7 @@ def test_two_ranks_give_the_estimates_of_one(tmp_path):
     assert abs(one["heavy"] - two["heavy"]) <= 3 * math.hypot(one["heavy_se"], two["heavy_se"])
 
 
+@pytest.mark.slow
 def test_boltzclf_sample_smc_under_torchrun(tmp_path):
     """The command on a (briefly) trained run: 2 processes write one output with all particles, weights
     normalised over them, and a log Ẑ within the standard errors of the 1-process run's."""

@@ -16,7 +16,7 @@ the directory with an uninterrupted run of the same command:
 
 The kill delays are drawn from a fixed seed. :data:`SURVIVED` lists every kill point survived; the
 count per command is printed at the end of the module (``kill-anywhere: N kill points survived ...``).
-A few kill points run by default (under 2 minutes on 2 cores); the rest are marked ``slow``.
+Two kill points of ``train`` run by default; the rest are marked ``slow``.
 """
 from __future__ import annotations
 
@@ -185,8 +185,6 @@ def survive(commands: Commands, name: str, kills: list, tmp_path: Path, record: 
 
 FAST = [
     ("train", [AtWrite("checkpoint.pt", 2, before=True), random_time()]),  # log lines past the checkpoint
-    ("simulate-openmm", [AtWrite("checkpoint.pt", 3, before=True)]),  # chunk 1 written, its checkpoint not
-    ("simulate-torch-remd", [AtWrite("chunks/chunk_00001.pt")]),  # same window, replica exchange
 ]
 
 
@@ -200,6 +198,8 @@ def test_killed_run_resumes_bitwise(commands, tmp_path, name, kills):
 # ----------------------------------------------------------------------------------------------------
 
 SLOW = [
+    ("simulate-openmm", [AtWrite("checkpoint.pt", 3, before=True)]),  # chunk 1 written, its checkpoint not
+    ("simulate-torch-remd", [AtWrite("chunks/chunk_00001.pt")]),  # same window, replica exchange
     ("simulate-openmm", [AtWrite("chunks/chunk_00001.pt"), random_time(), random_time(),
                          AtWrite("trajectory.dcd"), AtWrite("results.json", before=True)]),
     ("simulate-torch", [AtWrite("checkpoint.pt", 2), AtWrite("chunks/chunk_00001.pt", before=True),

@@ -151,6 +151,7 @@ def test_parallel_tempering_killed_during_set_up_repeats_it(tmp_path, monkeypatc
     assert load(out).n_frames == 20
 
 
+@pytest.mark.slow
 def test_two_tempering_runs_on_different_platforms_in_one_process(tmp_path):
     """openmmtools' global context cache refuses a platform change; each run has its own."""
     assert tempering(tmp_path / "reference", "--platform", "Reference") == 0
