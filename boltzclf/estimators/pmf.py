@@ -164,8 +164,8 @@ def _block_histograms(values: np.ndarray, weights: np.ndarray, edges: tuple[np.n
 
 
 def _free_energy(hist: np.ndarray, total: float, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probability = hist / total
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # a replicate may hold no weight: NaN, counted later
+        probability = hist / total
         return -np.log(probability / volume), probability
 
 
