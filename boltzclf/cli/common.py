@@ -19,26 +19,25 @@ def device_from(args: argparse.Namespace):
     return resolve_device(args.device)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse names the flag and exits with status 2 otherwise)."""
+def _integer(text: str, low: int, high: int | None, rule: str) -> int:
+    """``text`` as an integer in ``[low, high)`` (argparse names the flag and exits with status 2 otherwise)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < low or (high is not None and value >= high):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(text, 1, None, ">= 1")
 
 
 def seed(text: str) -> int:
     """argparse type: a random seed, an integer in [0, 2**63)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
-    return value
+    return _integer(text, 0, 2**63, "in [0, 2**63)")
 
 
 def positive_float(text: str) -> float:
