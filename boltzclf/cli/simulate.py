@@ -2,7 +2,8 @@
 
 Two engines: ``openmm`` (one OpenMM Context, LangevinMiddleIntegrator; parallel tempering through
 openmmtools) and ``torch`` (many walkers and temperatures in one tensor on the torch force field,
-BAOAB; batched temperature replica exchange), see :mod:`boltzclf.dynamics`.
+BAOAB; batched temperature replica exchange), see :mod:`boltzclf.dynamics`. Under ``torchrun`` the
+torch engine shares the walkers out over the processes (:mod:`boltzclf.dynamics.engine`).
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 import torch
 
 from boltzclf.cli.common import seed
-from boltzclf.core import rundir
+from boltzclf.core import distributed, rundir
 from boltzclf.core.device import resolve_device
 from boltzclf.core.config import to_dict
+from boltzclf.core.errors import BoltzclfError
 
 DEFAULT_STRIDE_PS = {"openmm": 0.1, "torch": 1.0}
 DEFAULT_CHECKPOINT_FRAMES = {"openmm": 1000, "torch": 50}
@@ -30,7 +32,8 @@ def register(subparsers) -> None:
         "(CUDA when present; --replicas > 1 adds batched temperature replica exchange). Writes "
         "trajectory.dcd + topology.pdb (mdtraj-readable; the torch engine writes W walkers time-major), "
         "energies.npz (per-frame reduced energies in kT), config.json, metadata.json and results.json "
-        "into --out. Re-running the same command resumes an interrupted run.")
+        "into --out. Re-running the same command resumes an interrupted run. Under torchrun the torch "
+        "engine splits the --walkers columns over the processes (one GPU each); resume with as many.")
     p.add_argument("system", type=Path, help="system spec YAML (see systems/)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--ns", type=float, required=True, help="production length in ns (per walker)")
@@ -109,19 +112,28 @@ def run(args: argparse.Namespace) -> int:
 
         from boltzclf.openmm.pool import check_platform
 
+        if distributed.launched_by_torchrun():
+            raise BoltzclfError("--engine openmm runs in one process; start it without torchrun "
+                                "(the torch engine shares its walkers over processes)")
         config, device = _openmm_config(args, temperature), args.platform
         check_platform(config.platform)  # refuse before the run directory exists
     else:
         from boltzclf.dynamics.engine import check_supported, simulate_batched as simulate
 
         config, device = _torch_config(args, temperature), args.device
-        resolve_device(device)  # refuse before the run directory exists, so a corrected retry can use it
+        # refuse before the run directory exists, so a corrected retry can use it
+        distributed.init_from_environment(resolve_device(device))
         check_supported(system)
+        if config.walkers % distributed.world_size():
+            raise BoltzclfError(f"--walkers {config.walkers}: cannot be shared equally by "
+                                f"{distributed.world_size()} processes; use a multiple of {distributed.world_size()}")
         torch.set_num_threads(args.threads)
     resolved = {"command": "simulate", "engine": args.engine, "system": to_dict(system.spec),
                 "md": to_dict(config)}
-    out = rundir.prepare(args.out, resolved, seed=args.seed, device=device, inputs=inputs)
+    out = distributed.on_main(lambda: rundir.prepare(args.out, resolved, seed=args.seed, device=device, inputs=inputs))
     results = simulate(system, config, out, progress=not args.no_progress)
+    if not distributed.is_main():
+        return 0
     speed = f"; {results['ns_per_day']:.1f} ns/day" if results.get("ns_per_day") else ""
     if args.engine == "torch":
         print(f"{results['walkers']} walkers x {results['n_frames']} frames "

@@ -5,17 +5,23 @@
 :func:`init_from_environment` joins them into one process group (NCCL on CUDA, gloo on CPU) and pins
 each process to its GPU. Without those variables everything is a single process of rank 0, and the
 functions here cost nothing, so library code calls them unconditionally.
+
+Objects (results, checkpoints' small states) travel over a gloo group on the CPU, also when the
+tensors use NCCL, so a rank waiting for rank 0 (:func:`on_main`) does not hold its GPU. Collectives
+wait up to ``BOLTZCLF_DIST_TIMEOUT_MIN`` minutes (default 240) before failing: stages that rank 0 runs
+alone (evaluations, reports) can take longer than torch's defaults (10 min for NCCL, 30 for gloo).
 """
 from __future__ import annotations
 
+import datetime
+import functools
 import os
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from boltzclf.core.errors import BoltzclfError
+from boltzclf.core.errors import BoltzclfError, one_line
 
 
 def launched_by_torchrun() -> bool:
@@ -44,8 +50,28 @@ def init_from_environment(device: torch.device) -> torch.device:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=_timeout())
     return device
+
+
+def _timeout() -> datetime.timedelta:
+    raw = os.environ.get("BOLTZCLF_DIST_TIMEOUT_MIN", "240")
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    if not minutes > 0:
+        raise BoltzclfError(f"BOLTZCLF_DIST_TIMEOUT_MIN: must be a positive number of minutes, got {raw!r}")
+    return datetime.timedelta(minutes=minutes)
+
+
+@functools.lru_cache(maxsize=None)
+def _object_group():
+    """The group that carries Python objects and barriers: gloo on the CPU (the default group when
+    that is gloo already)."""
+    if dist.get_backend() == "gloo":
+        return None
+    return dist.new_group(backend="gloo", timeout=_timeout())
 
 
 def rank() -> int:
@@ -66,20 +92,7 @@ def is_main() -> bool:
 def barrier() -> None:
     """Wait for every rank (no-op for a single process)."""
     if dist.is_initialized():
-        dist.barrier()
-
-
-@contextmanager
-def main_first():
-    """Run the block on rank 0 while the others wait, then on the others (e.g. creating a directory
-    that every rank then opens)."""
-    if not is_main():
-        barrier()
-    try:
-        yield
-    finally:
-        if is_main():
-            barrier()
+        dist.barrier(group=_object_group())
 
 
 def broadcast_object(value):
@@ -87,7 +100,7 @@ def broadcast_object(value):
     if not dist.is_initialized():
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_object_group())
     return box[0]
 
 
@@ -96,8 +109,47 @@ def all_gather_object(value) -> list:
     if not dist.is_initialized():
         return [value]
     values = [None] * world_size()
-    dist.all_gather_object(values, value)
+    dist.all_gather_object(values, value, group=_object_group())
     return values
+
+
+def gather_object(value) -> list | None:
+    """Every rank's ``value``, in rank order, on rank 0 (None on the others)."""
+    if not dist.is_initialized():
+        return [value]
+    values = [None] * world_size() if is_main() else None
+    dist.gather_object(value, values, dst=0, group=_object_group())
+    return values
+
+
+def on_main(compute, share: bool = True):
+    """``compute()`` on rank 0 alone while the other ranks wait (stages no collective runs in:
+    evaluation, metrics, reports).
+
+    Returns
+    -------
+    rank 0's value on every rank (``share``), or on rank 0 only (None elsewhere).
+
+    Raises
+    ------
+    BoltzclfError
+        On the other ranks, naming rank 0's error, when ``compute`` raised there (rank 0 re-raises
+        its own), so no rank waits for a stage that failed.
+    """
+    if not dist.is_initialized():
+        return compute()
+    if is_main():
+        try:
+            value = compute()
+        except BaseException as exc:
+            broadcast_object(("failed", f"{type(exc).__name__}: {one_line(exc)}"))
+            raise
+        broadcast_object(("done", value if share else None))
+        return value
+    status, payload = broadcast_object(None)
+    if status == "failed":
+        raise BoltzclfError(f"rank 0 stopped the run: {payload}")
+    return payload
 
 
 def stream_seed(seed: int, stream: int) -> int:

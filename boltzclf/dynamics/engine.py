@@ -18,6 +18,15 @@ Layout of a run directory (``--out``)::
 Resuming is exact: a chunk is written, then the checkpoint, so a run killed at any point restarts
 from the last checkpoint and rewrites the chunks after it with identical frames (same device,
 dtype and thread count; ``torch.compile`` recompiles the same kernels).
+
+Under ``torchrun`` the W columns are split into equal blocks, one per process (each on its own GPU,
+or CPU cores), with the random stream ``stream_seed(seed, rank)``; process 0 with one process is the
+plain run. A column holds all R temperatures of its replica-exchange system, so exchanges never
+cross processes and no positions travel while the walkers move: each process writes its own chunk
+files (``chunk_00000_rank001.pt``), the small per-walker state reaches rank 0 only for the
+checkpoint (one file with every process's state), and rank 0 writes the final outputs with all
+columns in the global order. Such a run resumes on the same number of processes (the streams belong
+to the processes); the run directory must be on a filesystem every process sees.
 """
 from __future__ import annotations
 
@@ -33,11 +42,11 @@ import openmm
 import torch
 from tqdm.auto import tqdm
 
-from boltzclf.core import atomic
+from boltzclf.core import atomic, distributed
 from boltzclf.core.device import resolve_device
 from boltzclf.core.errors import BoltzclfError, CheckpointError, one_line
 from boltzclf.dynamics.config import BatchedMDConfig
-from boltzclf.dynamics.output import chunk_path, finalise, read_results
+from boltzclf.dynamics.output import RunTotals, chunk_path, finalise, read_results
 from boltzclf.dynamics.tempering import ExchangeState, exchange, geometric_ladder
 from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.forcefield.field import TorchForceField
@@ -65,10 +74,17 @@ class Simulation:
     frames_done: int = 0
     wall_s: float = 0.0
     n_nonfinite: int = 0
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def n_replicas(self) -> int:
         return len(self.temperatures)
+
+    @property
+    def n_columns(self) -> int:
+        """Columns (walkers per temperature) this process runs."""
+        return self.config.walkers // self.world_size
 
 
 def check_supported(system: MolecularSystem) -> None:
@@ -89,15 +105,26 @@ def minimised_positions(system: MolecularSystem, minimize: bool) -> np.ndarray:
 
 def build_simulation(system: MolecularSystem, config: BatchedMDConfig,
                      solvation: tuple[str, torch.Tensor] | None = None) -> Simulation:
-    """A fresh simulation: every walker starts at the (minimised) spec structure with
-    Maxwell–Boltzmann velocities at its slot temperature (independent per walker).
+    """A fresh simulation of this process's columns: every walker starts at the (minimised) spec
+    structure with Maxwell–Boltzmann velocities at its slot temperature (independent per walker).
 
     ``solvation = (path, λ)`` runs every walker at its own point of a solvation path (λ windows):
-    ``path`` one of :data:`~boltzclf.forcefield.field.GB_PATHS`, ``λ`` ``(replicas·walkers,)``.
+    ``path`` one of :data:`~boltzclf.forcefield.field.GB_PATHS`, ``λ`` ``(replicas·walkers,)``
+    slot-major over all columns.
+
+    Raises
+    ------
+    BoltzclfError
+        When the processes cannot share the columns equally, or λ has the wrong shape.
     """
-    device = resolve_device(config.device)
+    device = distributed.init_from_environment(resolve_device(config.device))
     check_supported(system)
     dtype = _DTYPES[config.dtype]
+    world, rank = distributed.world_size(), distributed.rank()
+    if config.walkers % world:
+        raise BoltzclfError(f"walkers (--walkers): {config.walkers} columns cannot be shared equally by {world} "
+                            f"processes; use a multiple of {world}")
+    columns = distributed.shard(config.walkers, world, rank)
     temperatures = geometric_ladder(config.temperature, config.max_temperature or config.temperature,
                                     config.replicas)
     n_total = config.replicas * config.walkers
@@ -105,19 +132,22 @@ def build_simulation(system: MolecularSystem, config: BatchedMDConfig,
     if lambdas is not None:
         if lambdas.shape != (n_total,):
             raise BoltzclfError(f"solvation λ: need one per walker ({n_total},), got {tuple(lambdas.shape)}")
-        lambdas = lambdas.to(device=device, dtype=dtype)
+        lambdas = lambdas.reshape(config.replicas, config.walkers)[:, columns.start:columns.stop]
+        lambdas = lambdas.reshape(-1).to(device=device, dtype=dtype)
     field = TorchForceField(system.system, gb_path=path).to(device=device, dtype=dtype)
     target = TorchEnergyTarget(field, config.temperature, gb_scale=lambdas, chunk_size=config.chunk_size,
                                compiled=config.compiled)
-    start = torch.as_tensor(minimised_positions(system, config.minimize), dtype=dtype, device=device)
-    x0 = start.expand(n_total, *start.shape).clone()
-    bath = temperatures.repeat_interleave(config.walkers)
+    start = distributed.on_main(lambda: minimised_positions(system, config.minimize))
+    start = torch.as_tensor(start, dtype=dtype, device=device)
+    x0 = start.expand(config.replicas * len(columns), *start.shape).clone()
+    bath = temperatures.repeat_interleave(len(columns))
     dynamics = make_dynamics(x0, config.timestep_fs / 1000.0, config.friction_per_ps, config.temperature,
                              torch.as_tensor(system.masses), remove_com=True, bath_temperatures=bath)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(distributed.stream_seed(config.seed, rank))
     state = init_state(target, x0, dynamics, generator)
     return Simulation(config, target, dynamics, temperatures.to(device), state,
-                      ExchangeState.start(config.replicas, config.walkers, device), generator)
+                      ExchangeState.start(config.replicas, len(columns), device), generator,
+                      rank=rank, world_size=world)
 
 
 def advance_frame(sim: Simulation) -> torch.Tensor:
@@ -133,52 +163,76 @@ def advance_frame(sim: Simulation) -> torch.Tensor:
 
 
 def record(sim: Simulation) -> dict[str, torch.Tensor]:
-    """The current frame, on the CPU: positions to save ``(W or R·W, N, 3)`` [nm], potential energies
-    ``(R, W)`` [kJ/mol] float64, replica labels ``(R, W)`` and the mean kinetic energy per slot
-    ``(R,)`` [kT of the slot] over its running walkers, of the end-of-step velocities (about 2 % below 3N/2 for BAOAB at 1 fs,
-    see :class:`~boltzclf.sampling.langevin.StepInfo`)."""
+    """The current frame of this process's columns, on the CPU: positions to save ``(S, W_p, N, 3)``
+    [nm] (S = 1, or R with ``save_all_temperatures``), potential energies ``(R, W_p)`` [kJ/mol]
+    float64, replica labels ``(R, W_p)`` and kinetic energies ``(R, W_p)`` [kT of the slot] of the
+    end-of-step velocities (about 2 % below 3N/2 for BAOAB at 1 fs, see
+    :class:`~boltzclf.sampling.langevin.StepInfo`; NaN for stopped walkers)."""
     config, state = sim.config, sim.state
-    shape = (sim.n_replicas, config.walkers)
-    saved = state.x if config.save_all_temperatures else state.x[: config.walkers]
+    shape = (sim.n_replicas, sim.n_columns)
+    slots = sim.n_replicas if config.save_all_temperatures else 1
     kT = kt_kj_per_mol(config.temperature)
-    kinetic = kinetic_energy(state.v, sim.dynamics)  # stopped walkers (NaN velocities) are left out:
+    kinetic = kinetic_energy(state.v, sim.dynamics)
     kinetic = torch.where(state.active, kinetic, torch.full_like(kinetic, math.nan)).reshape(shape)
-    return {"positions": saved.detach().cpu().clone(),
+    return {"positions": state.x.reshape(*shape, *state.x.shape[1:])[:slots].detach().cpu().clone(),
             "potential_energy": (state.energy.to(torch.float64) * kT).reshape(shape).cpu(),
             "labels": sim.exchange.labels.to(torch.int16).cpu().clone(),
-            "kinetic": kinetic.nanmean(1).cpu()}
+            "kinetic": kinetic.cpu()}
+
+
+def _local_state(sim: Simulation) -> dict:
+    state = sim.state
+    return {"x": state.x.cpu(), "v": state.v.cpu(), "energy": state.energy.cpu(), "force": state.force.cpu(),
+            "active": state.active.cpu(), "generator": sim.generator.get_state(),
+            "exchange": {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in sim.exchange.as_dict().items()},
+            "wall_s": sim.wall_s, "n_nonfinite": sim.n_nonfinite}
 
 
 def save_checkpoint(out: Path, sim: Simulation) -> None:
-    """Write the full state atomically (after the chunk it follows)."""
-    state = sim.state
-    atomic.torch_save(out / "checkpoint.pt", {
-        "x": state.x.cpu(), "v": state.v.cpu(), "energy": state.energy.cpu(), "force": state.force.cpu(),
-        "active": state.active.cpu(), "generator": sim.generator.get_state(),
-        "exchange": {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in sim.exchange.as_dict().items()},
-        "frames_done": sim.frames_done, "wall_s": sim.wall_s, "n_nonfinite": sim.n_nonfinite})
+    """Write every process's state atomically into one file (after the chunks it follows)."""
+    states = distributed.gather_object(_local_state(sim))
+    if states is not None:
+        atomic.torch_save(out / "checkpoint.pt", {"world_size": sim.world_size, "frames_done": sim.frames_done,
+                                                  "ranks": states})
 
 
 def load_checkpoint(out: Path, sim: Simulation) -> bool:
-    """Restore ``sim`` from ``out/checkpoint.pt``; False when there is none."""
+    """Restore this process's part of ``sim`` from ``out/checkpoint.pt``; False when there is none."""
     path = out / "checkpoint.pt"
     if not path.exists():
         return False
     device = sim.state.x.device
     try:
         data = torch.load(path, weights_only=True)
-        if data["x"].shape != sim.state.x.shape or data["x"].dtype != sim.state.x.dtype:
-            raise ValueError(f"it holds walkers {tuple(data['x'].shape)} {data['x'].dtype}, the config "
+        if data["world_size"] != sim.world_size:
+            raise ValueError(f"it was written by {data['world_size']} processes; resume it with "
+                             f"{data['world_size']} (each process has its own random stream), not {sim.world_size}")
+        mine = data["ranks"][sim.rank]
+        if mine["x"].shape != sim.state.x.shape or mine["x"].dtype != sim.state.x.dtype:
+            raise ValueError(f"it holds walkers {tuple(mine['x'].shape)} {mine['x'].dtype}, the config "
                              f"needs {tuple(sim.state.x.shape)} {sim.state.x.dtype}")
-        sim.state = LangevinState(*(data[k].to(device) for k in ("x", "v", "energy", "force", "active")))
-        sim.generator.set_state(data["generator"])
+        sim.state = LangevinState(*(mine[k].to(device) for k in ("x", "v", "energy", "force", "active")))
+        sim.generator.set_state(mine["generator"])
         sim.exchange = ExchangeState.from_dict({k: v.to(device) if isinstance(v, torch.Tensor) else v
-                                                for k, v in data["exchange"].items()})
-        sim.frames_done, sim.wall_s = int(data["frames_done"]), float(data["wall_s"])
-        sim.n_nonfinite = int(data["n_nonfinite"])
+                                                for k, v in mine["exchange"].items()})
+        sim.frames_done, sim.wall_s = int(data["frames_done"]), float(mine["wall_s"])
+        sim.n_nonfinite = int(mine["n_nonfinite"])
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot resume from it ({one_line(exc)}); delete it to restart") from None
     return True
+
+
+def totals(sim: Simulation) -> RunTotals | None:
+    """The run's totals over every process, on rank 0 (None on the others)."""
+    parts = distributed.gather_object({"exchange": ExchangeState.from_dict(
+        {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in sim.exchange.as_dict().items()}),
+        "active": sim.state.active.cpu().reshape(sim.n_replicas, sim.n_columns),
+        "wall_s": sim.wall_s, "n_nonfinite": sim.n_nonfinite})
+    if parts is None:
+        return None
+    return RunTotals(sim.config, sim.temperatures.cpu(), ExchangeState.merge([p["exchange"] for p in parts]),
+                     torch.cat([p["active"] for p in parts], dim=1).flatten(), str(sim.state.x.device),
+                     max(p["wall_s"] for p in parts), sum(p["n_nonfinite"] for p in parts), sim.world_size)
 
 
 def _segments(config: BatchedMDConfig, frames_done: int) -> list[tuple[int, int]]:
@@ -195,6 +249,7 @@ def run_segments(sim: Simulation, out: Path, progress: bool = True, label: str =
     config = sim.config
     eq = config.equilibration_frames
     total = eq + config.n_frames
+    progress = progress and sim.rank == 0
     with tqdm(total=total, initial=sim.frames_done, unit="frame", disable=not progress, desc=label) as bar:
         for first, count in _segments(config, sim.frames_done):
             start = time.perf_counter()
@@ -213,7 +268,8 @@ def run_segments(sim: Simulation, out: Path, progress: bool = True, label: str =
             sim.wall_s += time.perf_counter() - start
             if frames:
                 chunk = {k: torch.stack([f[k] for f in frames]) for k in frames[0]}
-                atomic.torch_save(chunk_path(out, (first - eq) // config.checkpoint_frames), chunk)
+                index = (first - eq) // config.checkpoint_frames
+                atomic.torch_save(chunk_path(out, index, sim.rank, sim.world_size), chunk)
             sim.frames_done = first + count
             save_checkpoint(out, sim)
     return sim
@@ -223,8 +279,9 @@ def simulate_batched(system: MolecularSystem, config: BatchedMDConfig, out: str 
                      progress: bool = True, solvation: tuple[str, torch.Tensor] | None = None) -> dict:
     """Run (or resume) batched dynamics of ``system`` into the prepared run directory ``out``.
 
-    ``solvation``: see :func:`build_simulation`. Returns the results record (see
-    :func:`boltzclf.dynamics.output.finalise`).
+    ``solvation``: see :func:`build_simulation`. Under ``torchrun`` every process runs its share of
+    the columns (see the module docstring). Returns the results record (see
+    :func:`boltzclf.dynamics.output.finalise`) on every process.
     """
     out = Path(out)
     done = read_results(out)
@@ -237,4 +294,10 @@ def simulate_batched(system: MolecularSystem, config: BatchedMDConfig, out: str 
     else:
         save_checkpoint(out, sim)
     run_segments(sim, out, progress, label=f"{system.spec.name} x{config.walkers * config.replicas}")
-    return finalise(system, sim, out)
+    return finish(system, sim, out)
+
+
+def finish(system: MolecularSystem, sim: Simulation, out: Path) -> dict:
+    """Write the final outputs of the finished ``sim`` (rank 0); its results record on every process."""
+    run_totals = totals(sim)
+    return distributed.on_main(lambda: finalise(system, run_totals, out))

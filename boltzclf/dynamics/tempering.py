@@ -83,6 +83,16 @@ class ExchangeState:
         return cls(data["labels"], data["trip_phase"], data["round_trips"], data["attempts"],
                    data["accepted"], int(data["n_attempts"]))
 
+    @classmethod
+    def merge(cls, parts: list["ExchangeState"]) -> "ExchangeState":
+        """One state of the columns of ``parts`` (those of each process, in rank order): per-column
+        tensors side by side, per-pair counts summed (every part attempts the same pairs)."""
+        def columns(name: str) -> torch.Tensor:
+            return torch.cat([getattr(part, name).cpu() for part in parts], dim=1)
+        return cls(columns("labels"), columns("trip_phase"), columns("round_trips"),
+                   sum(part.attempts.cpu() for part in parts), sum(part.accepted.cpu() for part in parts),
+                   parts[0].n_attempts)
+
     def summary(self, temperatures: torch.Tensor) -> dict:
         """Exchange rates per pair and round trips, JSON-ready."""
         rate = (self.accepted / self.attempts.clamp(min=1)).tolist()

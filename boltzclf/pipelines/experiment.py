@@ -56,8 +56,9 @@ def train_on(config: ExperimentConfig, data, molecule, out: str | Path, device: 
     ``end_energies``: the interpolant's true end energies (u_0, u_1) for ``loss.endpoints``."""
     resolved = to_dict(config)
     loss = build_loss(config.loss, end_energies)  # refused before the run directory exists
-    with distributed.main_first():  # rank 0 makes (or checks) the run directory, the others then open it
-        out = rundir.prepare(out, resolved, seed=config.training.seed, device=str(device), inputs=inputs)
+    # rank 0 makes (or checks) the run directory, the others wait for it
+    out = distributed.on_main(lambda: rundir.prepare(out, resolved, seed=config.training.seed, device=str(device),
+                                                     inputs=inputs))
     torch.manual_seed(config.training.seed)
     model = build_model(config, molecule).to(device)
     return train(model, loss, data, config.training, out, resolved, device, on_step)

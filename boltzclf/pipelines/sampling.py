@@ -187,9 +187,8 @@ def run(run_dir: str | Path, config: SampleConfig, out: str | Path, device: torc
     problem = sampling_problem(model, experiment)
     _require_target(problem, config)  # before the output directory exists
     resolved = {"run": str(Path(run_dir).resolve()), "sampling": to_dict(config)}
-    with distributed.main_first():
-        out = rundir.prepare(out, resolved, seed=config.seed, device=str(device),
-                             inputs=(Path(run_dir) / "checkpoint.pt",))
+    out = distributed.on_main(lambda: rundir.prepare(out, resolved, seed=config.seed, device=str(device),
+                                                     inputs=(Path(run_dir) / "checkpoint.pt",)))
     if distributed.broadcast_object((out / "results.json").exists()):
         log.info("%s: finished earlier, reusing it", out)
         return json.loads((out / "results.json").read_text()) if distributed.is_main() else {}

@@ -16,8 +16,8 @@ from boltzclf.cli.main import main
 from boltzclf.core import rundir
 from boltzclf.core.provenance import sha256
 from boltzclf.dynamics.config import BatchedMDConfig
-from boltzclf.dynamics.engine import build_simulation, run_segments
-from boltzclf.dynamics.output import finalise, load_frames
+from boltzclf.dynamics.engine import build_simulation, finish, run_segments
+from boltzclf.dynamics.output import load_frames
 from boltzclf.openmm import load_system
 from boltzclf.openmm.md_config import MDConfig
 from boltzclf.openmm.simulate import simulate as simulate_openmm
@@ -185,7 +185,7 @@ def test_non_finite_walkers_are_stopped_counted_and_reported(tmp_path):
     sim = build_simulation(system, config)
     sim.target = PoisonedTarget(sim.target, bad=4, after=300)
     run_segments(sim, out, progress=False)
-    results = finalise(system, sim, out)
+    results = finish(system, sim, out)
     assert results["n_nonfinite"] == 1
     assert len(results["stopped_walkers"]) == 1
     assert np.isfinite(results["kinetic_temperature_K"]).all()  # the stopped walker's NaN velocities are left out
