@@ -5,8 +5,9 @@ import argparse
 import dataclasses
 import json
 
+from boltzclf.core import distributed
 from boltzclf.core.device import resolve_device
-from boltzclf.core.errors import CheckpointError
+from boltzclf.core.errors import CheckpointError, ConfigError
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -56,25 +57,55 @@ def print_results(results: dict) -> None:
     print(json.dumps(results, indent=2))
 
 
-def _experiments(config, key: str = ""):
-    """``(dotted key, experiment)`` of every :class:`~boltzclf.training.config.ExperimentConfig` inside a
-    (workflow) config; the key is empty for the config itself."""
-    from boltzclf.training.config import ExperimentConfig
-
+def _instances(config, kind: type, key: str = ""):
+    """``(dotted key, value)`` of every ``kind`` inside a (workflow) config; the key is empty for the
+    config itself."""
     def child(name) -> str:
         return f"{key}.{name}" if key else str(name)
 
-    if isinstance(config, ExperimentConfig):
+    if isinstance(config, kind):
         yield key, config
     elif dataclasses.is_dataclass(config) and not isinstance(config, type):
         for f in dataclasses.fields(config):
-            yield from _experiments(getattr(config, f.name), child(f.name))
+            yield from _instances(getattr(config, f.name), kind, child(f.name))
     elif isinstance(config, dict):
         for name, value in config.items():
-            yield from _experiments(value, child(name))
+            yield from _instances(value, kind, child(name))
     elif isinstance(config, (list, tuple)):
         for i, value in enumerate(config):
-            yield from _experiments(value, child(i))
+            yield from _instances(value, kind, child(i))
+
+
+def _experiments(config):
+    """``(dotted key, experiment)`` of every :class:`~boltzclf.training.config.ExperimentConfig` in ``config``."""
+    from boltzclf.training.config import ExperimentConfig
+
+    return _instances(config, ExperimentConfig)
+
+
+def _dotted(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def check_processes(config, where: str) -> None:
+    """Refuse, before any output exists, a config whose work the ``torchrun`` processes cannot share
+    equally: every ``training.shards`` and every batched-dynamics ``walkers`` must be a multiple of
+    the number of processes.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``where``, the dotted key and the number of processes.
+    """
+    from boltzclf.dynamics.config import BatchedMDConfig
+
+    world = distributed.world_size()
+    counts = [(_dotted(key, "training.shards"), e.training.shards) for key, e in _experiments(config)]
+    counts += [(_dotted(key, "walkers"), d.walkers) for key, d in _instances(config, BatchedMDConfig)]
+    for dotted, count in counts:
+        if count % world:
+            raise ConfigError(f"{where}: {dotted}: {count} cannot be shared by {world} processes; "
+                              f"use a multiple of {world}")
 
 
 def check_warm_starts(config, where: str) -> None:
@@ -100,5 +131,5 @@ def check_warm_starts(config, where: str) -> None:
                 weights = state["ema"] if state["ema"] is not None else state["model"]
                 checkpoint.load_weights(build_model(experiment), weights, source)
         except CheckpointError as exc:
-            dotted = f"{key}.training.warm_start" if key else "training.warm_start"
+            dotted = _dotted(key, "training.warm_start")
             raise CheckpointError(f"{where}: {dotted}: {exc}") from None

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from boltzclf import __version__
+from boltzclf.core import distributed
 from boltzclf.core.errors import BoltzclfError
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return int(args.handler(args) or 0)
+        status = int(args.handler(args) or 0)
+        distributed.close()  # every process got here: leave the process group together
+        return status
     except BoltzclfError as exc:
         print(f"boltzclf {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

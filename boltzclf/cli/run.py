@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from boltzclf.cli.common import add_device_argument, check_warm_starts, device_from, print_results
+from boltzclf.cli.common import add_device_argument, check_processes, check_warm_starts, device_from, print_results
+from boltzclf.core import distributed
 from boltzclf.core.config import apply_preset, from_mapping, load_yaml
 from boltzclf.core.errors import ConfigError
 from boltzclf.pipelines import boltzmann_generator, compare, reference, smc_workflow, solvation
@@ -25,7 +26,10 @@ def register(subparsers) -> None:
             "Run a declarative workflow. The YAML's 'workflow' key picks the pipeline "
             f"({', '.join(WORKFLOWS)}); 'presets' holds named overrides chosen with --preset. "
             "Outputs: DIR/config.json, DIR/metadata.json, DIR/results.json, DIR/report.png and one "
-            "sub-directory per trained model. Re-running the same command resumes a killed run."
+            "sub-directory per trained model. Re-running the same command resumes a killed run. Under "
+            "torchrun (torchrun --nproc_per_node P -m boltzclf run ...) training stages run on DDP and batched "
+            "dynamics share their walkers over the P processes; the other stages run on rank 0, which "
+            "writes every output."
         ),
     )
     parser.add_argument("workflow", help="workflow YAML file")
@@ -47,9 +51,12 @@ def load_workflow(path: str, preset: str | None):
 
 def main(args: argparse.Namespace) -> int:
     config, runner = load_workflow(args.workflow, args.preset)
-    device = device_from(args)
+    device = distributed.init_from_environment(device_from(args))
+    check_processes(config, args.workflow)
     check_warm_starts(config, args.workflow)
     results = runner(config, args.out, device)
+    if not distributed.is_main():
+        return 0
     print_results(results)
     print(f"wrote {args.out}/results.json and {args.out}/report.png")
     return 0

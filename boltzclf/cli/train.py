@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from boltzclf.cli.common import add_device_argument, check_warm_starts, device_from, print_results
+from boltzclf.cli.common import add_device_argument, check_processes, check_warm_starts, device_from, print_results
 from boltzclf.core import distributed
 from boltzclf.core.config import from_mapping, load_yaml
-from boltzclf.core.errors import ConfigError
 from boltzclf.pipelines.experiment import run_experiment
 from boltzclf.training.config import ExperimentConfig
 
@@ -35,9 +34,7 @@ def register(subparsers) -> None:
 def main(args: argparse.Namespace) -> int:
     config = from_mapping(ExperimentConfig, load_yaml(args.config), args.config)
     device = distributed.init_from_environment(device_from(args))
-    if config.training.shards % distributed.world_size():
-        raise ConfigError(f"{args.config}: training.shards: {config.training.shards} cannot be shared by "
-                          f"{distributed.world_size()} processes; use a multiple of {distributed.world_size()}")
+    check_processes(config, args.config)
     check_warm_starts(config, args.config)
     results = run_experiment(config, args.out, device)
     if distributed.is_main():

@@ -54,6 +54,15 @@ def init_from_environment(device: torch.device) -> torch.device:
     return device
 
 
+def close() -> None:
+    """Leave the process group once every rank has reached this point (no-op without one), so no rank
+    exits while another still talks to it."""
+    if dist.is_initialized():
+        barrier()
+        dist.destroy_process_group()
+        _object_group.cache_clear()
+
+
 def _timeout() -> datetime.timedelta:
     raw = os.environ.get("BOLTZCLF_DIST_TIMEOUT_MIN", "240")
     try:
@@ -74,14 +83,23 @@ def _object_group():
     return dist.new_group(backend="gloo", timeout=_timeout())
 
 
+_solo_depth = 0  # > 0 while rank 0 computes alone inside on_main
+
+
+def _shared() -> bool:
+    """Whether collectives reach the other processes: a process group exists and this process is not
+    running a stage alone (:func:`on_main`)."""
+    return dist.is_initialized() and _solo_depth == 0
+
+
 def rank() -> int:
     """This process's rank (0 without a process group)."""
-    return dist.get_rank() if dist.is_initialized() else 0
+    return dist.get_rank() if _shared() else 0
 
 
 def world_size() -> int:
     """Number of processes (1 without a process group)."""
-    return dist.get_world_size() if dist.is_initialized() else 1
+    return dist.get_world_size() if _shared() else 1
 
 
 def is_main() -> bool:
@@ -91,13 +109,13 @@ def is_main() -> bool:
 
 def barrier() -> None:
     """Wait for every rank (no-op for a single process)."""
-    if dist.is_initialized():
+    if _shared():
         dist.barrier(group=_object_group())
 
 
 def broadcast_object(value):
     """Rank 0's ``value`` on every rank (picklable objects)."""
-    if not dist.is_initialized():
+    if not _shared():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0, group=_object_group())
@@ -106,7 +124,7 @@ def broadcast_object(value):
 
 def all_gather_object(value) -> list:
     """Every rank's ``value``, in rank order, on every rank."""
-    if not dist.is_initialized():
+    if not _shared():
         return [value]
     values = [None] * world_size()
     dist.all_gather_object(values, value, group=_object_group())
@@ -115,7 +133,7 @@ def all_gather_object(value) -> list:
 
 def gather_object(value) -> list | None:
     """Every rank's ``value``, in rank order, on rank 0 (None on the others)."""
-    if not dist.is_initialized():
+    if not _shared():
         return [value]
     values = [None] * world_size() if is_main() else None
     dist.gather_object(value, values, dst=0, group=_object_group())
@@ -124,7 +142,8 @@ def gather_object(value) -> list | None:
 
 def on_main(compute, share: bool = True):
     """``compute()`` on rank 0 alone while the other ranks wait (stages no collective runs in:
-    evaluation, metrics, reports).
+    evaluation, metrics, reports). Inside it, this module reports one process of rank 0, so code
+    that would share its work (distributed SMC, DDP) does it all alone.
 
     Returns
     -------
@@ -136,14 +155,18 @@ def on_main(compute, share: bool = True):
         On the other ranks, naming rank 0's error, when ``compute`` raised there (rank 0 re-raises
         its own), so no rank waits for a stage that failed.
     """
-    if not dist.is_initialized():
+    if not _shared():
         return compute()
     if is_main():
+        global _solo_depth
+        _solo_depth += 1  # code that would share work with the other processes runs alone instead
         try:
             value = compute()
         except BaseException as exc:
+            _solo_depth -= 1
             broadcast_object(("failed", f"{type(exc).__name__}: {one_line(exc)}"))
             raise
+        _solo_depth -= 1
         broadcast_object(("done", value if share else None))
         return value
     status, payload = broadcast_object(None)

@@ -19,6 +19,9 @@ Stages, each resumable (a finished stage is reused when the command is run again
 
 Each sampler's record (``OUT/<method>/<sampler>.json``) and samples (``<sampler>.npz``: φ/ψ,
 log-weights, clusters, true energies) are kept; delete a record to redo that sampler.
+
+Under ``torchrun`` the reference dynamics share their walkers over the processes and every process
+trains (DDP); rank 0 alone samples, measures and writes, and the others return an empty mapping.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from boltzclf.core import atomic, rundir
+from boltzclf.core import atomic, distributed, rundir
 from boltzclf.core.config import InvalidValue, apply_preset, from_mapping, load_yaml, require, to_dict
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.core.formatting import fmt
@@ -167,10 +170,12 @@ def run(workflow: BoltzmannGeneratorWorkflow, out: str | Path, device: torch.dev
     """Run (or resume) the workflow into ``out``; returns ``results.json``'s content."""
     if workflow.reference.run is not None:  # refuse before the output directory exists
         _check_reference_run(Path(workflow.reference.run))
-    out = rundir.prepare(out, to_dict(workflow), seed=workflow.sampling.seed, device=str(device))
+    out = distributed.on_main(lambda: rundir.prepare(out, to_dict(workflow), seed=workflow.sampling.seed,
+                                                     device=str(device)))
     reference_dir = _reference_run(workflow.reference, out, device)
     system = load_system(workflow.experiment.data.system)
-    reference, summary = _load_reference(system, reference_dir)
+    loaded = distributed.on_main(lambda: _load_reference(system, reference_dir), share=False)
+    reference, summary = loaded if loaded is not None else (None, None)  # rank 0's
     results: dict = {"reference": summary}
     samples: dict = {}
     branches = [("", workflow.experiment, workflow.pretrain, ("smc", "reweighting", "langevin"))]
@@ -181,21 +186,35 @@ def run(workflow: BoltzmannGeneratorWorkflow, out: str | Path, device: torch.dev
         if pretrain is not None:
             experiment = pretrain_experiment(experiment, pretrain, out / f"{prefix}pretrain", device)
         for method, loss in workflow.methods.items():
-            record = results.setdefault(method, {})
             config = dataclasses.replace(experiment, loss=loss)
             run_dir = out / f"{prefix}{method}"
             started = time.perf_counter()
             model = train_experiment(config, run_dir, device).eval()
-            _note_training(run_dir, config, time.perf_counter() - started)
-            problem = sampling_problem(model, config)
-            if not prefix:
-                record.update(_learned_basins(problem, workflow.sampling, reference, run_dir))
-                record["validation"] = _cached(run_dir / "validation.json", lambda: validation_losses(model, config))
-            record[f"{prefix}training"] = json.loads((run_dir / "training.json").read_text())
-            for sampler in samplers:
-                if sampler in workflow.sampling.samplers:
-                    record[sampler], samples[(method, sampler)] = _sample(problem, sampler, workflow.sampling,
-                                                                          reference, run_dir)
+            trained = time.perf_counter() - started
+            distributed.on_main(lambda: _put_to_work(model, config, prefix, samplers, workflow.sampling, reference,
+                                                     run_dir, trained, results.setdefault(method, {}), samples,
+                                                     method), share=False)
+    return distributed.on_main(lambda: _report(workflow, results, reference, samples, out), share=False) or {}
+
+
+def _put_to_work(model, config: ExperimentConfig, prefix: str, samplers: tuple[str, ...], options: SamplerOptions,
+                 reference: Reference, run_dir: Path, trained_s: float, record: dict, samples: dict,
+                 method: str) -> None:
+    """Measure the trained ``model`` of one method and branch: its own basins and validation losses
+    (all-atom), then each of ``samplers``; fills ``record`` and ``samples[(method, sampler)]``."""
+    _note_training(run_dir, config, trained_s)
+    problem = sampling_problem(model, config)
+    if not prefix:
+        record.update(_learned_basins(problem, options, reference, run_dir))
+        record["validation"] = _cached(run_dir / "validation.json", lambda: validation_losses(model, config))
+    record[f"{prefix}training"] = json.loads((run_dir / "training.json").read_text())
+    for sampler in samplers:
+        if sampler in options.samplers:
+            record[sampler], samples[(method, sampler)] = _sample(problem, sampler, options, reference, run_dir)
+
+
+def _report(workflow: BoltzmannGeneratorWorkflow, results: dict, reference: Reference, samples: dict,
+            out: Path) -> dict:
     results["summary"] = _summary(results, workflow.methods)
     atomic.write_json(out / "results.json", results)
     atomic.write_text(out / "report.md", markdown_report(results, workflow))
@@ -212,7 +231,7 @@ def _reference_run(source: ReferenceSource, out: Path, device: torch.device) -> 
     config = from_mapping(reference_workflow.ReferenceEnsembleWorkflow,
                           apply_preset(load_yaml(source.workflow), source.preset, source.workflow), source.workflow)
     path = out / "reference"
-    if not (path / "results.json").exists():
+    if not (path / "results.json").exists():  # every process sees the same: rank 0 writes it last, inside run
         reference_workflow.run(config, path, device)
     return path
 

@@ -4,7 +4,8 @@ Each method runs in ``OUT/<method>/`` (its own resumable run directory); ``OUT/r
 the headline metrics per method and ``OUT/report.png`` the figure. A method whose
 ``OUT/<method>/results.json`` exists is not retrained, so a killed workflow resumes where it stopped.
 With ``pretrain`` set, one shared run in ``OUT/pretrain/`` (the reference recipe's score pre-training,
-METHOD.md §6.2) comes first and its checkpoint warm-starts every method (``training.warm_start``).
+METHOD.md §6.2) comes first and its checkpoint warm-starts every method (``training.warm_start``). Under ``torchrun`` every process trains (DDP) and
+rank 0 alone evaluates and writes; the others return an empty mapping.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from boltzclf.core import atomic, rundir
+from boltzclf.core import atomic, distributed, rundir
 from boltzclf.core.config import require, to_dict
 from boltzclf.estimators.mmd import mmd
 from boltzclf.evaluation.gmm_metrics import evaluation_levels
@@ -89,12 +90,17 @@ class CompareLossesWorkflow:
 
 def run(workflow: CompareLossesWorkflow, out: str | Path, device: torch.device) -> dict:
     """Run (or resume) the workflow into ``out``; returns the headline results per method."""
-    out = rundir.prepare(out, to_dict(workflow), seed=workflow.experiment.training.seed, device=str(device))
+    out = distributed.on_main(lambda: rundir.prepare(out, to_dict(workflow), seed=workflow.experiment.training.seed,
+                                                     device=str(device)))
     experiment = workflow.experiment
     if workflow.pretrain is not None:
         experiment = pretrain_experiment(experiment, workflow.pretrain, out / "pretrain", device)
     full = {name: _run_method(workflow, experiment, name, loss, out / name, device)
             for name, loss in workflow.methods.items()}
+    return distributed.on_main(lambda: _report(workflow, full, out), share=False) or {}
+
+
+def _report(workflow: CompareLossesWorkflow, full: dict, out: Path) -> dict:
     headline = {name: {k: res[k] for k in HEADLINE + ("mmd", "steps") if k in res} for name, res in full.items()}
     atomic.write_json(out / "results.json", headline)
     comparison_report(full, out / "report.png", title=workflow.description)
@@ -110,6 +116,10 @@ def _run_method(workflow: CompareLossesWorkflow, experiment: ExperimentConfig, n
     config = dataclasses.replace(experiment, loss=loss)
     log.info("%s: training (%s)", name, loss)
     model = train_experiment(config, out, device)
+    return distributed.on_main(lambda: _evaluate_method(workflow, model, config, results_path), share=False)
+
+
+def _evaluate_method(workflow: CompareLossesWorkflow, model, config: ExperimentConfig, results_path: Path) -> dict:
     results = evaluate_experiment(model, config)
     pretrain_steps = workflow.pretrain.steps if workflow.pretrain is not None else 0
     results["steps"] = {"pretrain": pretrain_steps, "method": config.training.steps,

@@ -10,7 +10,8 @@ For each method, the model trained on the ``base`` target is composed
 SMC samples the composition of the *models* at their first level t_0 (no true density enters), so the
 result measures the learned energies themselves. The truth is the same composition of the exact
 marginals at t_0 in closed form (products and mixtures of Gaussian mixtures are Gaussian mixtures);
-a mode is a component of that exact composition.
+a mode is a component of that exact composition. Under ``torchrun`` every process trains and rank 0
+alone samples (the others get None per method).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from boltzclf.core import atomic
+from boltzclf.core import atomic, distributed
 from boltzclf.diffusion.grids import log_snr_grid
 from boltzclf.evaluation.weighted_samples import weighted_sample_metrics
 from boltzclf.pipelines.experiment import train_experiment
@@ -49,16 +50,22 @@ def run_composition(workflow, out: Path, device) -> dict:
         config_b = dataclasses.replace(config_a, target=options.partner)
         model_a = train_experiment(config_a, out.parent / options.base / method, device).eval()
         model_b = train_experiment(config_b, out / f"{method}_partner", device).eval()
-        t0 = float(model_a.levels[0])
-        exact_a = build_target(config_a.target).noised(model_a.process, t0)
-        exact_b = build_target(config_b.target).noised(model_a.process, t0)
-        record = {
-            "product": _product(model_a, exact_a, workflow.smc, device),
-            "mixture": _mixture(model_a, model_b, exact_a, exact_b, options.mixture_weights, workflow.smc, device),
-        }
-        atomic.write_json(record_path, record)
-        results[method] = record
+        results[method] = distributed.on_main(
+            lambda: _compose(model_a, model_b, config_a, config_b, workflow, record_path, device), share=False)
     return results
+
+
+def _compose(model_a, model_b, config_a, config_b, workflow, record_path: Path, device) -> dict:
+    t0 = float(model_a.levels[0])
+    exact_a = build_target(config_a.target).noised(model_a.process, t0)
+    exact_b = build_target(config_b.target).noised(model_a.process, t0)
+    record = {
+        "product": _product(model_a, exact_a, workflow.smc, device),
+        "mixture": _mixture(model_a, model_b, exact_a, exact_b, workflow.composition.mixture_weights,
+                            workflow.smc, device),
+    }
+    atomic.write_json(record_path, record)
+    return record
 
 
 def _run(path, exact, log_z_exact: float, options, device) -> dict:

@@ -13,7 +13,9 @@ column is an independent chain and serves as one cluster of the error (:mod:`bol
 ``OUT/results.json`` holds the estimates, the dynamics' throughput and exchange statistics and the wall
 time; ``OUT/cvs.npz`` the per-frame CVs ``(W, F)``; ``OUT/surface.npz`` the free-energy surface or
 profile (kT, bin edges in rad or nm, bootstrap SE); ``OUT/report.png`` the surface or profile
-(unsampled bins blank) with the headline numbers in its title.
+(unsampled bins blank) with the headline numbers in its title. Under ``torchrun`` the dynamics share
+their columns over the processes (:mod:`boltzclf.dynamics.engine`) and rank 0 alone analyses and
+writes; the others return an empty mapping.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import mdtraj
 import numpy as np
 import torch
 
-from boltzclf.core import atomic, rundir
+from boltzclf.core import atomic, distributed, rundir
 from boltzclf.core.config import require, to_dict
 from boltzclf.core.device import resolve_device
 from boltzclf.core.errors import BoltzclfError
@@ -99,18 +101,29 @@ def run(workflow: ReferenceEnsembleWorkflow, out: str | Path, device: torch.devi
                             "temperature, so make them equal")
     resolve_device(config.device)  # refuse before the run directory exists, so a corrected retry can use it
     check_supported(system)
-    out = rundir.prepare(out, to_dict(workflow), seed=config.seed, device=str(device), inputs=[workflow.system])
     resolved = {"command": "simulate", "engine": "torch", "system": to_dict(system.spec), "md": to_dict(config)}
-    dynamics_dir = rundir.prepare(out / "dynamics", resolved, seed=config.seed, device=config.device,
-                                  inputs=[workflow.system])
+
+    def prepare() -> tuple[Path, Path]:
+        top = rundir.prepare(out, to_dict(workflow), seed=config.seed, device=str(device), inputs=[workflow.system])
+        return top, rundir.prepare(top / "dynamics", resolved, seed=config.seed, device=config.device,
+                                   inputs=[workflow.system])
+
+    out, dynamics_dir = distributed.on_main(prepare)
     dynamics = simulate_batched(system, config, dynamics_dir)
+    return distributed.on_main(lambda: _analyse(workflow, system, dynamics, dynamics_dir, out, start),
+                               share=False) or {}
+
+
+def _analyse(workflow: ReferenceEnsembleWorkflow, system, dynamics: dict, dynamics_dir: Path, out: Path,
+             start: float) -> dict:
+    """The estimates of a finished dynamics run, written into ``out``; returns ``results.json``'s content."""
     frames = load_frames(dynamics_dir).transpose(1, 0, 2, 3)  # (W, F, N, 3): each column in time order
     analyse = _aldp if workflow.analysis.kind == "aldp" else _chignolin
     results, figure = analyse(system, frames, workflow.analysis, out)
     if workflow.analysis.mbar:
         results["mbar_all_temperatures"] = _aldp_mbar(system, dynamics_dir, frames)
     results["dynamics"] = {key: dynamics[key] for key in (
-        "walkers", "replicas", "n_frames", "simulated_ns_per_walker", "stride_ps", "wall_s",
+        "walkers", "replicas", "processes", "n_frames", "simulated_ns_per_walker", "stride_ps", "wall_s",
         "aggregate_ns_per_day", "device", "n_nonfinite", "stopped_walkers", "memory") if key in dynamics}
     if "replica_exchange" in dynamics:
         results["dynamics"]["replica_exchange"] = dynamics["replica_exchange"]

@@ -10,6 +10,8 @@ a ``composition`` section (see :mod:`boltzclf.pipelines.composition_check`); ``O
 the ESS traces and the headline numbers. A target/method whose ``smc.json`` exists is not redone.
 A target named in ``pretrain`` first trains one shared pre-training run in ``OUT/<target>/pretrain/``
 (the reference recipe, as in the ``compare_losses`` workflow) that warm-starts each of its methods.
+Under ``torchrun`` every process trains (DDP) and rank 0 alone runs SMC and writes; the others return
+an empty mapping.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Literal
 import matplotlib.pyplot as plt
 import torch
 
-from boltzclf.core import atomic, rundir
+from boltzclf.core import atomic, distributed, rundir
 from boltzclf.core.config import require, to_dict
 from boltzclf.diffusion.grids import log_snr_grid
 from boltzclf.evaluation.weighted_samples import weighted_sample_metrics
@@ -130,7 +132,8 @@ class SMCComparisonWorkflow:
 
 def run(workflow: SMCComparisonWorkflow, out: str | Path, device: torch.device) -> dict:
     """Run (or resume) the workflow into ``out``; returns ``results.json``'s content."""
-    out = rundir.prepare(out, to_dict(workflow), seed=workflow.smc.seed, device=str(device))
+    out = distributed.on_main(lambda: rundir.prepare(out, to_dict(workflow), seed=workflow.smc.seed,
+                                                     device=str(device)))
     results: dict = {}
     traces: dict = {}
     for target_name, experiment in workflow.targets.items():
@@ -144,11 +147,16 @@ def run(workflow: SMCComparisonWorkflow, out: str | Path, device: torch.device) 
         for method, loss in workflow.methods.items():
             config = dataclasses.replace(experiment, loss=loss)
             record = _smc_record(config, workflow.smc, out / target_name / method, device)
-            record["steps"] = steps
-            traces[target_name][method] = record.pop("ess")
-            results[target_name][method] = record
+            if record is not None:  # rank 0's
+                record["steps"] = steps
+                traces[target_name][method] = record.pop("ess")
+                results[target_name][method] = record
     if workflow.composition is not None:
         results["composition"] = run_composition(workflow, out / "composition", device)
+    return distributed.on_main(lambda: _report(workflow, results, traces, out), share=False) or {}
+
+
+def _report(workflow: SMCComparisonWorkflow, results: dict, traces: dict, out: Path) -> dict:
     atomic.write_json(out / "results.json", results)
     figure = smc_report(results, traces, title=workflow.description)
     atomic.save_figure(out / "report.png", figure)
@@ -165,11 +173,18 @@ def path_times(config: ExperimentConfig, levels: int) -> torch.Tensor | None:
     return log_snr_grid(process, float(grid[0]), float(grid[-1]), levels)
 
 
-def _smc_record(config: ExperimentConfig, options: SMCOptions, out: Path, device) -> dict:
+def _smc_record(config: ExperimentConfig, options: SMCOptions, out: Path, device) -> dict | None:
+    """Train (every process) then run SMC (rank 0); the record on rank 0, None on the others."""
     record_path = out / "smc.json"
     if record_path.exists():
         return json.loads(record_path.read_text())
     model = train_experiment(config, out, device).eval()  # reloads a finished run
+    return distributed.on_main(lambda: _smc_on_model(model, config, options, out), share=False)
+
+
+def _smc_on_model(model, config: ExperimentConfig, options: SMCOptions, out: Path) -> dict:
+    device = model.levels.device
+    record_path = out / "smc.json"
     target = build_target(config.target)
     path = LearnedPath(model, final_target=target.to(device=device), times=path_times(config, options.levels))
     kernels = DiffusionKernels(model.process, path.times, model, model.sigma_data, options.kernel,

@@ -13,7 +13,9 @@ For each path in ``windows`` (``gb_charges``: λ scales the GB charges, the surf
 ``results.json`` holds, per path and estimator, ``dF_kT`` = F(vacuum end) − F(solvated end) (positive
 when solvation is favourable), ``se_kT``, the same in kJ/mol and kcal/mol, samples and energy
 evaluations used and ``wall_s``; plus diagnostics. ``report.png`` and ``report.md`` summarise it.
-Every stage resumes when the command is run again.
+Every stage resumes when the command is run again. Under ``torchrun`` the window dynamics share their
+walkers over the processes and every process trains (DDP); rank 0 alone estimates and writes, and
+the others return an empty mapping.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from boltzclf.core import atomic, rundir
+from boltzclf.core import atomic, distributed, rundir
 from boltzclf.core.config import require, to_dict
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.core.formatting import fmt
@@ -82,8 +84,8 @@ def run(workflow: SolvationWorkflow, out: str | Path, device: torch.device) -> d
     check_supported(system)  # refuse constraints and systems without a path before anything is written
     for path in workflow.windows:
         solvation_field(system, path)
-    out = rundir.prepare(out, to_dict(workflow), seed=workflow.dynamics.seed, device=str(device),
-                         inputs=(workflow.system,))
+    out = distributed.on_main(lambda: rundir.prepare(out, to_dict(workflow), seed=workflow.dynamics.seed,
+                                                     device=str(device), inputs=(workflow.system,)))
     results: dict = {"system": system.spec.name, "temperature_K": system.temperature,
                      "dF_definition": "F(λ = 0, vacuum end) − F(λ = 1, solvated end) = −ΔG_solv",
                      "sampler": "batched BAOAB Langevin on the torch force field, all windows in one tensor"}
@@ -92,15 +94,27 @@ def run(workflow: SolvationWorkflow, out: str | Path, device: torch.device) -> d
         lambdas = np.asarray(values, dtype=np.float64)
         dynamics_dir = out / path / "dynamics"
         window_dynamics(system, path, lambdas, workflow.dynamics, dynamics_dir, device)
-        started = time.perf_counter()  # the dynamics' own wall time is in its record (also when reused)
-        samples = collect_windows(system, path, lambdas, workflow.dynamics.walkers, dynamics_dir)
-        wall = samples.dynamics.get("wall_s", 0.0) + time.perf_counter() - started
-        records, diagnostics[path] = classical_estimates(samples, system.temperature, wall)
-        if workflow.learned is not None:
-            ends = end_ensembles(samples, workflow.dynamics.walkers, workflow.learned.held_out)
+        classical = distributed.on_main(lambda: _classical(system, path, lambdas, workflow, dynamics_dir), share=False)
+        records, diagnostics[path], samples = classical if classical is not None else ({}, None, None)
+        if workflow.learned is not None:  # every process trains on the same end ensembles
+            ends = distributed.on_main(lambda: end_ensembles(samples, workflow.dynamics.walkers,
+                                                             workflow.learned.held_out))
             records.update(learned_estimates(workflow.learned, system, path, ends, out / path / "learned", device))
         results[path] = {"meaning": PATH_MEANING[path], **records}
     results["diagnostics"] = diagnostics
+    return distributed.on_main(lambda: _report(workflow, system, results, out), share=False) or {}
+
+
+def _classical(system, path: str, lambdas: np.ndarray, workflow: SolvationWorkflow, dynamics_dir: Path):
+    """The classical estimates of one path's finished window dynamics: (records, diagnostics, samples)."""
+    started = time.perf_counter()  # the dynamics' own wall time is in its record (also when reused)
+    samples = collect_windows(system, path, lambdas, workflow.dynamics.walkers, dynamics_dir)
+    wall = samples.dynamics.get("wall_s", 0.0) + time.perf_counter() - started
+    records, diagnostics = classical_estimates(samples, system.temperature, wall)
+    return records, diagnostics, samples
+
+
+def _report(workflow: SolvationWorkflow, system, results: dict, out: Path) -> dict:
     atomic.write_json(out / "results.json", results)
     atomic.write_text(out / "report.md", markdown_report(results, workflow))
     figure = solvation_report(results, title=workflow.description or f"{system.spec.name}: solvation free energy")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boltzclf.core import atomic
+from boltzclf.core import atomic, distributed
 from boltzclf.core.config import require
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.estimators.estimate import Estimate
@@ -119,7 +119,6 @@ def end_energies(system, path: str, device: torch.device):
 def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsembles, out: Path,
                       device: torch.device) -> dict[str, dict]:
     """Train every method (resumable) and return its ``learned_ti_<method>`` record."""
-    temperature = system.temperature
     both = torch.cat([ends.train_start, ends.train_end])
     config = with_sigma_data(options.experiment, particle_sigma(both))
     atoms = np.arange(system.n_atoms)
@@ -140,16 +139,25 @@ def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsem
         model = train_on(dataclasses.replace(config, loss=loss), data, molecule, out / name, device, inputs,
                          end_energies=end_energies(system, path, device) if loss.endpoints else None).eval()
         trained = time.perf_counter() - started
-        record = _estimate(model, ends, options, temperature)
         steps = config.training.steps + (options.pretrain.steps if options.pretrain else 0)
-        record.update(training_wall_s=trained, wall_s=time.perf_counter() - started, training_steps=steps)
-        if loss.endpoints:
-            classes = _end_class_estimate(model, ends, end_energies(system, path, device), options, temperature)
-            record["end_classes"] = {**classes, "training_g0_minus_g1_kT": float(
-                model.end_free_energies[0] - model.end_free_energies[1]), "training_steps": steps}
-        atomic.write_json(record_path, record)
-        records.update(_records(name, record))
+        record = distributed.on_main(lambda: _method_record(model, loss, ends, options, system, path, trained,
+                                                            started, steps, record_path), share=False)
+        records.update(_records(name, record) if record is not None else {})
     return records
+
+
+def _method_record(model, loss, ends: EndEnsembles, options: LearnedOptions, system, path: str, trained_s: float,
+                   started: float, steps: int, record_path: Path) -> dict:
+    """The estimates of one trained method, written to ``record_path``."""
+    record = _estimate(model, ends, options, system.temperature)
+    record.update(training_wall_s=trained_s, wall_s=time.perf_counter() - started, training_steps=steps)
+    if loss.endpoints:
+        device = next(model.parameters()).device
+        classes = _end_class_estimate(model, ends, end_energies(system, path, device), options, system.temperature)
+        record["end_classes"] = {**classes, "training_g0_minus_g1_kT": float(
+            model.end_free_energies[0] - model.end_free_energies[1]), "training_steps": steps}
+    atomic.write_json(record_path, record)
+    return record
 
 
 def _records(name: str, record: dict) -> dict[str, dict]:

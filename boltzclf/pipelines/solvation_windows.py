@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boltzclf.core import rundir
+from boltzclf.core import distributed, rundir
 from boltzclf.core.config import to_dict
 from boltzclf.dynamics.config import BatchedMDConfig
 from boltzclf.dynamics.engine import simulate_batched
@@ -76,7 +76,7 @@ def window_dynamics(system, path: str, lambdas: np.ndarray, dynamics: BatchedMDC
     config = dataclasses.replace(dynamics, walkers=dynamics.walkers * len(lambdas), device=str(device))
     walker_lambdas = torch.as_tensor(lambdas, dtype=torch.float64).repeat_interleave(dynamics.walkers)
     resolved = {"system": system.spec.name, "path": path, "lambdas": lambdas.tolist(), "dynamics": to_dict(config)}
-    rundir.prepare(out, resolved, seed=config.seed, device=str(device))
+    distributed.on_main(lambda: rundir.prepare(out, resolved, seed=config.seed, device=str(device)))
     return simulate_batched(system, config, out, solvation=(path, walker_lambdas))
 
 

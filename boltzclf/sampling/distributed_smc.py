@@ -81,7 +81,7 @@ def weighted_sum(values: torch.Tensor, log_weights: torch.Tensor) -> torch.Tenso
     """
     weights = torch.exp(log_weights.to(torch.float64)).reshape(-1, *([1] * (values.dim() - 1)))
     total = (weights * values.to(torch.float64)).sum(0)
-    if dist.is_initialized():
+    if distributed.world_size() > 1:
         dist.all_reduce(total)
     return total
 
