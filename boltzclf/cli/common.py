@@ -7,7 +7,7 @@ import json
 
 from boltzclf.core import distributed
 from boltzclf.core.device import resolve_device
-from boltzclf.core.errors import CheckpointError, ConfigError
+from boltzclf.core.errors import CheckpointError
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -94,18 +94,15 @@ def check_processes(config, where: str) -> None:
 
     Raises
     ------
-    ConfigError
+    BoltzclfError
         Naming ``where``, the dotted key and the number of processes.
     """
     from boltzclf.dynamics.config import BatchedMDConfig
 
-    world = distributed.world_size()
     counts = [(_dotted(key, "training.shards"), e.training.shards) for key, e in _experiments(config)]
     counts += [(_dotted(key, "walkers"), d.walkers) for key, d in _instances(config, BatchedMDConfig)]
     for dotted, count in counts:
-        if count % world:
-            raise ConfigError(f"{where}: {dotted}: {count} cannot be shared by {world} processes; "
-                              f"use a multiple of {world}")
+        distributed.require_shareable(count, f"{where}: {dotted}")
 
 
 def check_warm_starts(config, where: str) -> None:

@@ -124,9 +124,7 @@ def run(args: argparse.Namespace) -> int:
         # refuse before the run directory exists, so a corrected retry can use it
         distributed.init_from_environment(resolve_device(device))
         check_supported(system)
-        if config.walkers % distributed.world_size():
-            raise BoltzclfError(f"--walkers {config.walkers}: cannot be shared equally by "
-                                f"{distributed.world_size()} processes; use a multiple of {distributed.world_size()}")
+        distributed.require_shareable(config.walkers, "--walkers")
         torch.set_num_threads(args.threads)
     resolved = {"command": "simulate", "engine": args.engine, "system": to_dict(system.spec),
                 "md": to_dict(config)}

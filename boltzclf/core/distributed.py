@@ -183,15 +183,28 @@ def stream_seed(seed: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def shard(n: int, parts: int, index: int) -> range:
-    """The contiguous block ``index`` of ``range(n)`` split into ``parts`` equal blocks.
+def require_shareable(n: int, what: str, parts: int | None = None) -> None:
+    """Refuse ``n`` items (named ``what`` in the message) that ``parts`` processes (default: all of
+    them) cannot share equally.
 
     Raises
     ------
     BoltzclfError
         When ``parts`` does not divide ``n``.
     """
+    parts = world_size() if parts is None else parts
     if n % parts:
-        raise BoltzclfError(f"{n} cannot be split evenly over {parts} processes; choose a multiple of {parts}")
+        raise BoltzclfError(f"{what}: {n} cannot be shared by {parts} processes; use a multiple of {parts}")
+
+
+def shard(n: int, parts: int, index: int, what: str = "items") -> range:
+    """The contiguous block ``index`` of ``range(n)`` split into ``parts`` equal blocks.
+
+    Raises
+    ------
+    BoltzclfError
+        When ``parts`` does not divide ``n`` (naming ``what``).
+    """
+    require_shareable(n, what, parts)
     size = n // parts
     return range(index * size, (index + 1) * size)

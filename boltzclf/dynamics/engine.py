@@ -121,10 +121,7 @@ def build_simulation(system: MolecularSystem, config: BatchedMDConfig,
     check_supported(system)
     dtype = _DTYPES[config.dtype]
     world, rank = distributed.world_size(), distributed.rank()
-    if config.walkers % world:
-        raise BoltzclfError(f"walkers (--walkers): {config.walkers} columns cannot be shared equally by {world} "
-                            f"processes; use a multiple of {world}")
-    columns = distributed.shard(config.walkers, world, rank)
+    columns = distributed.shard(config.walkers, world, rank, "walkers (--walkers)")
     temperatures = geometric_ladder(config.temperature, config.max_temperature or config.temperature,
                                     config.replicas)
     n_total = config.replicas * config.walkers

@@ -69,7 +69,7 @@ def train(model, loss_fn, data, config: TrainingConfig, out_dir: str | Path, res
     ema = EMA(model, config.ema) if config.ema > 0 else None
     generators = [torch.Generator(device=device).manual_seed(distributed.stream_seed(config.seed, s))
                   for s in range(config.shards)]
-    own = distributed.shard(config.shards, distributed.world_size(), distributed.rank())
+    own = distributed.shard(config.shards, distributed.world_size(), distributed.rank(), "training.shards")
     start = _resume(ckpt_path, model, ema, optimizer, generators) if ckpt_path.exists() else 0
     if start == 0 and config.warm_start:
         _warm_start(model, ema, config.warm_start)

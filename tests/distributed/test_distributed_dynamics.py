@@ -62,5 +62,5 @@ def test_two_processes_run_the_columns_of_two_single_runs(tmp_path):
 def test_walkers_the_processes_cannot_share_are_refused_before_any_output(tmp_path):
     done = simulate(tmp_path / "odd", 3, 0, processes=2)
     assert done.returncode != 0
-    assert "--walkers 3: cannot be shared equally by 2 processes" in done.stderr
+    assert "--walkers: 3 cannot be shared by 2 processes" in done.stderr
     assert not (tmp_path / "odd").exists()

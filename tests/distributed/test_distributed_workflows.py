@@ -2,7 +2,8 @@
 dynamics sharded, everything else on rank 0. The compare-losses smoke workflow gives the results of
 one process (the same parameters to float rounding, so the same metrics); a config the processes
 cannot share is refused before any output exists; the alanine-dipeptide Boltzmann-generator smoke
-workflow (sharded reference dynamics, DDP training, rank-0 sampling) runs to its end (slow)."""
+workflow (sharded reference dynamics, DDP training, rank-0 sampling) and the solvation smoke workflow
+(sharded λ windows, DDP interpolant training, rank-0 estimates) run to their end (slow)."""
 from __future__ import annotations
 
 import json
@@ -27,11 +28,15 @@ def run_workflow(workflow: Path, out: Path, processes: int, preset: str = "smoke
 
 
 def with_shards(source: str, tmp_path: Path, *experiments: str) -> Path:
-    """A copy of workflow ``source`` whose smoke preset splits the named experiments' batches in 2."""
+    """A copy of workflow ``source`` whose smoke preset splits the named experiments' batches in 2
+    (dotted keys for nested experiments)."""
     data = yaml.safe_load((REPO / source).read_text())
     smoke = data["presets"]["smoke"]
     for key in experiments:
-        smoke.setdefault(key, {}).setdefault("training", {})["shards"] = 2
+        node = smoke
+        for part in key.split("."):
+            node = node.setdefault(part, {})
+        node.setdefault("training", {})["shards"] = 2
     path = tmp_path / Path(source).name
     path.write_text(yaml.safe_dump(data))
     return path
@@ -67,3 +72,14 @@ def test_boltzmann_generator_smoke_workflow_on_two_processes(tmp_path):
     assert reference["dynamics"]["processes"] == 2
     for method in ("dsm", "diffclf"):
         assert {"smc", "reweighting", "langevin", "cg_langevin", "learned_dF_phi"} <= results[method].keys()
+
+
+@pytest.mark.slow
+def test_solvation_smoke_workflow_on_two_processes(tmp_path):
+    workflow = with_shards("workflows/aldp_solvation.yaml", tmp_path, "learned.experiment")
+    done = run_workflow(workflow, tmp_path / "out", 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    for path in ("gb_charges", "full_gb"):
+        assert {"mbar", "ti", "bar", "fep", "learned_ti_dsm", "learned_ti_diffclf"} <= results[path].keys()
+        assert results["diagnostics"][path]["dynamics"]["processes"] == 2
