@@ -1,7 +1,7 @@
 """Batched-dynamics throughput on 1 and 2 processes (walkers shared under ``torchrun``; gloo on CPU,
 NCCL on GPUs) and the scaling efficiency, side by side in one run.
 
-    python benchmarks/distributed_dynamics.py [--walkers 512] [--ns 0.02] [--device cpu|cuda] [--compiled]
+    python benchmarks/distributed_dynamics.py [--walkers 512] [--ns 0.004] [--device cpu|cuda] [--compiled]
         [--out benchmarks/results/distributed_dynamics_2cpu.json]
 
 Each configuration runs ``boltzclf simulate --engine torch`` of alanine dipeptide (implicit solvent,
@@ -52,7 +52,7 @@ def measure(args: argparse.Namespace, processes: int, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--walkers", type=int, default=512)
-    parser.add_argument("--ns", type=float, default=0.02)
+    parser.add_argument("--ns", type=float, default=0.004)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compiled", action="store_true", help="torch.compile the force field")
     parser.add_argument("--out", type=Path, default=None)
