@@ -171,7 +171,8 @@ def _results(system: MolecularSystem, totals: RunTotals, arrays: dict) -> dict:
         "software": provenance.package_versions(),
     }
     if totals.n_replicas > 1:
-        results["replica_exchange"] = {"exchange_ps": config.exchange_ps, **totals.exchange.summary(totals.temperatures)}
+        results["replica_exchange"] = {"exchange_ps": config.exchange_ps,
+                                       **totals.exchange.summary(totals.temperatures)}
     return results
 
 

@@ -4,8 +4,9 @@ Each method runs in ``OUT/<method>/`` (its own resumable run directory); ``OUT/r
 the headline metrics per method and ``OUT/report.png`` the figure. A method whose
 ``OUT/<method>/results.json`` exists is not retrained, so a killed workflow resumes where it stopped.
 With ``pretrain`` set, one shared run in ``OUT/pretrain/`` (the reference recipe's score pre-training,
-METHOD.md §6.2) comes first and its checkpoint warm-starts every method (``training.warm_start``). Under ``torchrun`` every process trains (DDP) and
-rank 0 alone evaluates and writes; the others return an empty mapping.
+METHOD.md §6.2) comes first and its checkpoint warm-starts every method (``training.warm_start``).
+Under ``torchrun`` every process trains (DDP) and rank 0 alone evaluates and writes; the others
+return an empty mapping.
 """
 from __future__ import annotations
 
