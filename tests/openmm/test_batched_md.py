@@ -191,6 +191,7 @@ def test_non_finite_walkers_are_stopped_counted_and_reported(tmp_path):
     assert np.isfinite(results["kinetic_temperature_K"]).all()  # the stopped walker's NaN velocities are left out
 
 
+@pytest.mark.slow  # 60-90 s on 2 cores
 def test_batched_dynamics_follow_the_same_langevin_process_as_openmm(tmp_path):
     """Matched protocol: both engines start at the minimised structure with 300 K velocities, run
     1 ps of friction-5/ps Langevin dynamics and record 2 ps. The torch engine's walkers and 24
