@@ -31,6 +31,8 @@ import torch
 
 from boltzclf.core import atomic, provenance
 from boltzclf.core.errors import BoltzclfError
+from boltzclf.dynamics.config import BatchedMDConfig
+from boltzclf.dynamics.tempering import ExchangeState
 from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.openmm.md_output import write_dcd
 from boltzclf.openmm.system import MolecularSystem
@@ -54,9 +56,9 @@ class RunTotals:
     world_size : processes that ran the columns.
     """
 
-    config: object
+    config: BatchedMDConfig
     temperatures: torch.Tensor
-    exchange: object
+    exchange: ExchangeState
     active: torch.Tensor
     device: str
     wall_s: float
