@@ -21,29 +21,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from scaling import REPO, configurations, environment, launcher, report
+
 SPEC = REPO / "systems" / "alanine_dipeptide_implicit.yaml"
 
 
 def measure(args: argparse.Namespace, processes: int, threads: int) -> dict:
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-                if processes > 1 else [sys.executable])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        command = launcher + [
+        command = launcher(processes) + [
             "-m", "boltzclf", "simulate", str(SPEC), "--engine", "torch", "--out", str(out), "--ns", str(args.ns),
             "--walkers", str(args.walkers), "--replicas", "2", "--max-temperature", "400", "--exchange-ps", "0.1",
             "--stride-ps", "1.0", "--equilibration-ps", "0", "--checkpoint-frames", "10", "--threads", str(threads),
             "--device", args.device, "--no-progress"] + ([] if args.compiled else ["--no-compile"])
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
-        subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        subprocess.run(command, env=environment(threads), capture_output=True, text=True, check=True)
         results = json.loads((out / "results.json").read_text())
     return {"processes": processes, "threads_per_process": threads, "wall_s": results["wall_s"],
             "aggregate_ns_per_day": results["aggregate_ns_per_day"]}
@@ -57,26 +52,10 @@ def main() -> None:
     parser.add_argument("--compiled", action="store_true", help="torch.compile the force field")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    runs = ({"1x1": (1, 1), "2x1": (2, 1), "1x2": (1, 2)} if args.device == "cpu"
-            else {"1x1": (1, 1), "2x1": (2, 1)})
-    results = {name: measure(args, *shape) for name, shape in runs.items()}
-    base = results["1x1"]["aggregate_ns_per_day"]
-    report = {
-        "benchmark": "distributed_dynamics", "device": args.device, "machine": platform.platform(),
-        "cpu_count": os.cpu_count(), "system": SPEC.name, "walkers": args.walkers, "replicas": 2,
-        "ns_per_walker": args.ns, "compiled": args.compiled, "runs": results,
-        "speedup_2_processes": results["2x1"]["aggregate_ns_per_day"] / base,
-        "scaling_efficiency_2_processes": results["2x1"]["aggregate_ns_per_day"] / (2 * base),
-    }
-    if "1x2" in results:
-        report["speedup_1_process_2_threads"] = results["1x2"]["aggregate_ns_per_day"] / base
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        sys.path.insert(0, str(REPO))
-        from boltzclf.core.atomic import write_text
-
-        write_text(args.out, text + "\n")
+    runs = {name: measure(args, *shape) for name, shape in configurations(args.device).items()}
+    report("distributed_dynamics", {"device": args.device, "system": SPEC.name, "walkers": args.walkers,
+                                    "replicas": 2, "ns_per_walker": args.ns, "compiled": args.compiled},
+           runs, "aggregate_ns_per_day", args.out)
 
 
 if __name__ == "__main__":

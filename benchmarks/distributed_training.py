@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from scaling import configurations, environment, launcher, report
+
 WARM_UP = 20
 
 
@@ -68,12 +66,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(args: argparse.Namespace, processes: int, threads: int) -> dict:
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-                if processes > 1 else [sys.executable])
-    command = launcher + [__file__, "--child", "--threads", str(threads), "--steps", str(args.steps),
-                          "--batch", str(args.batch), "--hidden", str(args.hidden), "--device", args.device]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    command = launcher(processes) + [__file__, "--child", "--threads", str(threads), "--steps", str(args.steps),
+                                     "--batch", str(args.batch), "--hidden", str(args.hidden), "--device", args.device]
+    done = subprocess.run(command, env=environment(threads), capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -90,26 +85,9 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    runs = ({"1x1": (1, 1), "2x1": (2, 1), "1x2": (1, 2)} if args.device == "cpu"
-            else {"1x1": (1, 1), "2x1": (2, 1)})
-    results = {name: measure(args, *shape) for name, shape in runs.items()}
-    base = results["1x1"]["samples_per_s"]
-    report = {
-        "benchmark": "distributed_training", "device": args.device, "machine": platform.platform(),
-        "cpu_count": os.cpu_count(), "steps_timed": args.steps, "global_batch": args.batch, "hidden": args.hidden,
-        "runs": results,
-        "speedup_2_processes": results["2x1"]["samples_per_s"] / base,
-        "scaling_efficiency_2_processes": results["2x1"]["samples_per_s"] / (2 * base),
-    }
-    if "1x2" in results:
-        report["speedup_1_process_2_threads"] = results["1x2"]["samples_per_s"] / base
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        sys.path.insert(0, str(REPO))
-        from boltzclf.core.atomic import write_text
-
-        write_text(args.out, text + "\n")
+    runs = {name: measure(args, *shape) for name, shape in configurations(args.device).items()}
+    report("distributed_training", {"device": args.device, "steps_timed": args.steps, "global_batch": args.batch,
+                                    "hidden": args.hidden}, runs, "samples_per_s", args.out)
 
 
 if __name__ == "__main__":

@@ -209,9 +209,7 @@ def _check_supported(model, config: SampleConfig) -> None:
     if distributed.world_size() > 1 and config.sampler != "smc":
         raise BoltzclfError(f"--sampler {config.sampler}: only smc runs on several processes (torchrun); "
                             "run the others in one process")
-    if config.groups % distributed.world_size():
-        raise BoltzclfError(f"--groups {config.groups}: must be a multiple of the {distributed.world_size()} "
-                            "processes")
+    distributed.require_shareable(config.groups, "--groups")
     if model.process.kind == "interpolant":
         raise BoltzclfError(f"{config.sampler}: this run trained a stochastic interpolant, whose samplers need a "
                             "velocity field that 'boltzclf train' does not learn; use the Python API "
@@ -257,10 +255,12 @@ def _smc(model, target, config: SampleConfig, generator, physics: Physics) -> di
         return _weighted_outcome(smc(path, kernels, settings, generator, device=model.levels.device, progress=True))
     result = distributed_smc(path, kernels, settings, config.seed, device=model.levels.device,
                              progress=distributed.is_main())
-    gathered = {name: torch.cat([part.to(model.levels.device) for part in
-                                 distributed.all_gather_object(getattr(result, name).cpu())])
-                for name in ("samples", "log_weights", "ancestors")}  # for rank 0's samples.npz
-    return _weighted_outcome(dataclasses.replace(result, **gathered))
+    parts = {name: distributed.gather_object(getattr(result, name).cpu())
+             for name in ("samples", "log_weights", "ancestors")}  # every rank's, for rank 0's samples.npz
+    if not distributed.is_main():
+        return _weighted_outcome(result)  # this rank's share; rank 0 writes the outputs
+    return _weighted_outcome(dataclasses.replace(result, **{name: torch.cat(chunks).to(model.levels.device)
+                                                            for name, chunks in parts.items()}))
 
 
 def _ais(model, target, config: SampleConfig, generator, physics: Physics) -> dict:

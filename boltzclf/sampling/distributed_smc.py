@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 
 from boltzclf.core import distributed
-from boltzclf.core.errors import BoltzclfError
 from boltzclf.sampling.smc import SMCResult, SMCSettings, pooled_log_z, smc
 
 
@@ -51,8 +50,7 @@ def distributed_smc(path, kernels, settings: SMCSettings, seed: int, dtype: torc
         When the world size does not divide the number of groups.
     """
     world, rank = distributed.world_size(), distributed.rank()
-    if settings.n_groups % world:
-        raise BoltzclfError(f"n_groups {settings.n_groups}: must be a multiple of the {world} processes")
+    distributed.require_shareable(settings.n_groups, "n_groups", world)
     local = dataclasses.replace(settings, n_particles=settings.n_particles // world,
                                 n_groups=settings.n_groups // world)
     generator = torch.Generator(device=device).manual_seed(distributed.stream_seed(seed, rank))

@@ -9,28 +9,24 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from torchrun_launch import ENV, REPO, launcher
 
 from boltzclf.core.distributed import stream_seed
 from boltzclf.dynamics.output import load_frames
 
-REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "systems" / "alanine_dipeptide_implicit.yaml"
 ARGS = ["--engine", "torch", "--threads", "1", "--equilibration-ps", "0.05", "--stride-ps", "0.05",
         "--no-compile", "--dtype", "float64", "--no-progress", "--checkpoint-frames", "4",
         "--replicas", "2", "--max-temperature", "400", "--exchange-ps", "0.05", "--device", "cpu"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 def command(out: Path, walkers: int, seed: int, processes: int = 1, ns: str = "0.0005") -> list[str]:
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-                if processes > 1 else [sys.executable])
-    return launcher + ["-m", "boltzclf", "simulate", str(SPEC), "--out", str(out), "--walkers", str(walkers),
+    return launcher(processes) + ["-m", "boltzclf", "simulate", str(SPEC), "--out", str(out), "--walkers", str(walkers),
                        "--seed", str(seed), *ARGS, "--ns", ns]
 
 

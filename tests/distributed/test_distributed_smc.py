@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from torchrun_launch import ENV, launcher
 
 SCRIPT = Path(__file__).with_name("smc_script.py")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run_smc(tmp_path: Path, processes: int) -> dict:
     out = tmp_path / f"smc_{processes}.json"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command = (launcher if processes > 1 else [sys.executable]) + [str(SCRIPT), str(out), "0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(launcher(processes) + [str(SCRIPT), str(out), "0"], env=ENV, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -50,18 +46,16 @@ def test_boltzclf_sample_smc_under_torchrun(tmp_path):
                       "model: {hidden: 16, n_layers: 1, time_dim: 8}\n"
                       "training: {steps: 30, batch_size: 64, dataset_size: 0, checkpoint_every: 30, log_every: 10}\n"
                       "evaluation: {n_samples: 64, n_levels: 2}\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    trained = subprocess.run([sys.executable, "-m", "boltzclf", "train", str(config), "--out", str(tmp_path / "run"),
-                              "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300)
+    trained = subprocess.run(launcher(1) + ["-m", "boltzclf", "train", str(config), "--out", str(tmp_path / "run"),
+                                            "--device", "cpu"], env=ENV, capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     records = {}
     for processes in (1, 2):
         out = tmp_path / f"smc_{processes}"
-        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-                    if processes > 1 else [sys.executable])
-        done = subprocess.run(launcher + ["-m", "boltzclf", "sample", str(tmp_path / "run"), "--sampler", "smc",
-                                          "--n-samples", "2048", "--groups", "8", "--out", str(out), "--device", "cpu"],
-                              env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(launcher(processes) + ["-m", "boltzclf", "sample", str(tmp_path / "run"), "--sampler",
+                                                     "smc", "--n-samples", "2048", "--groups", "8", "--out", str(out),
+                                                     "--device", "cpu"],
+                              env=ENV, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         samples = np.load(out / "samples.npz")
         assert samples["samples"].shape == (2048, 2)

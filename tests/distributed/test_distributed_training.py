@@ -9,14 +9,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from torchrun_launch import ENV, launcher
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = """\
 target: {{name: two_modes, dim: 4, separation: 5.0}}
 grid: {{kind: log_snr, n_levels: 16, t_min: 1.0e-3, t_max: 0.9999}}
@@ -35,12 +34,7 @@ def experiment(tmp_path: Path, steps: int = 20, every: int = 10, dataset: int = 
 
 
 def command(config: Path, out: Path, processes: int) -> list[str]:
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-                if processes > 1 else [sys.executable])
-    return launcher + ["-m", "boltzclf", "train", str(config), "--out", str(out), "--device", "cpu"]
-
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return launcher(processes) + ["-m", "boltzclf", "train", str(config), "--out", str(out), "--device", "cpu"]
 
 
 def train(config: Path, out: Path, processes: int) -> subprocess.CompletedProcess:

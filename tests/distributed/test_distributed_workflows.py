@@ -7,22 +7,17 @@ workflow (sharded reference dynamics, DDP training, rank-0 sampling) and the sol
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from torchrun_launch import ENV, REPO, launcher
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 def run_workflow(workflow: Path, out: Path, processes: int, preset: str = "smoke") -> subprocess.CompletedProcess:
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-                if processes > 1 else [sys.executable])
-    command = launcher + ["-m", "boltzclf", "run", str(workflow), "--preset", preset, "--out", str(out),
+    command = launcher(processes) + ["-m", "boltzclf", "run", str(workflow), "--preset", preset, "--out", str(out),
                           "--device", "cpu"]
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=1200, cwd=REPO)
 
