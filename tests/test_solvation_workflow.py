@@ -1,14 +1,18 @@
 """The solvation workflow end to end (smoke preset): every estimator's record for both named paths, the
 reports, resuming, and refusal of inputs that define no solvation free energy."""
 import json
+import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 
 from boltzclf.cli.main import main
 from boltzclf.estimators.estimate import GAS_CONSTANT_KJ_PER_MOL_K, KJ_PER_KCAL
+from boltzclf.pipelines.solvation_learned import EndAnnealing, _end_log_ratios
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = "workflows/aldp_solvation.yaml"
@@ -100,3 +104,17 @@ def test_the_gpu_presets_egnn_trains_on_the_interpolant(tmp_path):
         assert _run(out, str(path)) == 0
     record = json.loads((out / "results.json").read_text())["full_gb"]["learned_ti_diffclf"]
     assert record["se_kT"] > 0 and record["n_energy_evaluations"] > 0
+
+
+def test_end_corrections_anneal_from_the_true_end_density_to_the_learned_level():
+    """E[exp w] = Z_θ(t)/Z_end: learned energy |x|²/(2s²), true energy |x|²/2 in d = 3, ratio s³."""
+    scale = 0.7
+    model = SimpleNamespace(levels=torch.tensor([0.01, 0.5]), centre=lambda x: x,
+                            energy=lambda t, x: x.pow(2).sum(1) / (2 * scale ** 2))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 3, generator=generator)
+    result = _end_log_ratios(model, 0, x, lambda y: 0.5 * y.pow(2).sum(1), EndAnnealing(64, 2, 0.3), generator)
+    log_w = result.log_weights
+    value = float(torch.logsumexp(log_w, 0) - math.log(len(log_w)))
+    se = float(torch.exp(log_w - value).std() / math.sqrt(len(log_w)))
+    assert abs(value - 3 * math.log(scale)) <= 3 * se  # the reverse direction gives −3 ln s

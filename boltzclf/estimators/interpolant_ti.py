@@ -17,7 +17,10 @@ the forward difference alone (the reference code's, METHOD.md §6.5) is biased b
 p_{t_{i+1}}), first order (1.6, 0.8, 0.4 kT on 64, 128, 256 levels in this module's test mixtures). The
 two end terms are exact
 importance-sampling identities whose variance grows with the mismatch between p̃_θ(t_min) and π_0 (and
-between p̃_θ(t_max) and π_1). The error is a bootstrap over every sample set.
+between p̃_θ(t_max) and π_1). Their log-ratios may equally be the log-weights of annealed importance
+sampling from the same exact samples (:mod:`boltzclf.sampling.annealing`): E[exp w] is the same ratio
+of normalisers, with far less spread when the two densities differ by several kT. The error is a
+bootstrap over every sample set.
 """
 from __future__ import annotations
 
@@ -67,9 +70,11 @@ def interpolant_free_energy(forward: torch.Tensor, backward: torch.Tensor, start
         ``(L − 1, N)``: ln p̃_θ(t_{i+1}, x) − ln p̃_θ(t_i, x) [kT] for N samples x of the interpolant at
         t_i (forward) and at t_{i+1} (backward).
     start_log_ratio
-        ``(N_0,)``: ln p̃_θ(t_min, x) − ln π̃_0(x) [kT] for x ~ π_0 (decorrelated).
+        ``(N_0,)``: ln p̃_θ(t_min, x) − ln π̃_0(x) [kT] for x ~ π_0 (decorrelated), or independent
+        annealed log-weights w with E[exp w] = Z_θ(t_min)/Z_0.
     end_log_ratio
-        ``(N_1,)``: ln p̃_θ(t_max, x) − ln π̃_1(x) [kT] for x ~ π_1 (decorrelated).
+        ``(N_1,)``: ln p̃_θ(t_max, x) − ln π̃_1(x) [kT] for x ~ π_1 (decorrelated), or annealed
+        log-weights with E[exp w] = Z_θ(t_max)/Z_1.
     n_bootstrap
         Resamples (with replacement, every set independently) for the standard error.
     seed

@@ -3,9 +3,9 @@ solvated (t = 0) and vacuum (t = 1) ensembles of one path, integrated over t (ME
 
 The two ensembles are the end windows (λ = 1 and λ = 0) of the classical run of the same path
 (:mod:`boltzclf.pipelines.solvation_windows`), split by walker: the first walkers' recorded frames
-train the energy, the held-out walkers' decorrelated frames (with their true reduced energies) give
-the two importance corrections and the interpolant samples of the TI sum, so the estimate is never
-scored on its training frames. Interpolant pairs are independent draws with x1 Kabsch-superposed
+train the energy, the held-out walkers' decorrelated frames give the two end corrections (annealed
+from the true end density to the learned one, :mod:`boltzclf.sampling.annealing`) and the
+interpolant samples of the TI sum, so the estimate is never scored on its training frames. Interpolant pairs are independent draws with x1 Kabsch-superposed
 on x0 (:class:`~boltzclf.training.molecular_data.PairedMolecularData`), in training and in TI alike.
 Every method (e.g. DSM, DSM + DiffCLF) starts from one shared pre-training with the same budget.
 """
@@ -33,11 +33,30 @@ from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.pipelines.compare import PretrainConfig, pretrain_experiment
 from boltzclf.pipelines.experiment import train_on, with_sigma_data
 from boltzclf.pipelines.solvation_windows import WindowSamples, free_energy_record
+from boltzclf.sampling.annealing import annealed_log_weights
 from boltzclf.training.config import ExperimentConfig
 from boltzclf.training.molecular_data import (MolecularDataset, PairedMolecularData, aligned_pairs, centre,
                                               describe_molecule, particle_sigma)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EndAnnealing:
+    """How the two end corrections compare the learned energy with the true end densities: annealed
+    importance sampling (:mod:`boltzclf.sampling.annealing`) from the held-out samples over ``levels``
+    geometric-mean levels with ``mcmc_steps`` MALA steps at each, of initial size ``step_size`` [nm²]
+    (adapted). ``levels: 1`` with ``mcmc_steps: 0`` is the one-sided exponential average of METHOD.md §6.5.
+    """
+
+    levels: int = 1
+    mcmc_steps: int = 0
+    step_size: float = 1e-6
+
+    def __post_init__(self):
+        require(self.levels >= 1, "levels", f"must be >= 1, got {self.levels}")
+        require(self.mcmc_steps >= 0, "mcmc_steps", f"must be >= 0, got {self.mcmc_steps}")
+        require(self.step_size > 0, "step_size", f"must be positive, got {self.step_size}")
 
 
 @dataclass(frozen=True)
@@ -47,8 +66,9 @@ class LearnedOptions:
     experiment: the interpolant training run (``process.kind: interpolant``; ``data.system`` is the
     workflow's system). methods: one loss per learned estimate (reported as ``learned_ti_<name>``).
     pretrain: the shared pre-training. held_out: share of each end window's walkers kept for the
-    estimate. samples_per_level: interpolant samples per level in the TI sum. bootstrap: resamples
-    for the error. seed: of the evaluation draws.
+    estimate. samples_per_level: interpolant samples per level in the TI sum. end_annealing: how
+    the end corrections are computed (:class:`EndAnnealing`). bootstrap: resamples for the error.
+    seed: of the evaluation draws.
     """
 
     experiment: ExperimentConfig
@@ -56,6 +76,7 @@ class LearnedOptions:
     pretrain: PretrainConfig | None = None
     held_out: float = 0.25
     samples_per_level: int = 512
+    end_annealing: EndAnnealing = field(default_factory=EndAnnealing)
     bootstrap: int = 200
     seed: int = 0
 
@@ -73,15 +94,12 @@ class LearnedOptions:
 @dataclass
 class EndEnsembles:
     """Training frames ``train_start``/``train_end`` and held-out decorrelated samples ``start``/``end``
-    ``(n, N, 3)`` [nm], centred, with their true reduced energies ``u_start``/``u_end`` [kT]
-    (t = 0: λ = 1, solvated; t = 1: λ = 0, vacuum end)."""
+    ``(n, N, 3)`` [nm], centred (t = 0: λ = 1, solvated; t = 1: λ = 0, vacuum end)."""
 
     train_start: torch.Tensor
     train_end: torch.Tensor
     start: torch.Tensor
     end: torch.Tensor
-    u_start: torch.Tensor
-    u_end: torch.Tensor
 
 
 def end_ensembles(samples: WindowSamples, walkers: int, held_out: float) -> EndEnsembles:
@@ -96,16 +114,12 @@ def end_ensembles(samples: WindowSamples, walkers: int, held_out: float) -> EndE
         kept = frames[:, k * walkers:k * walkers + n_train]  # so the training set never moves with the analysis
         return centre(kept.reshape(-1, *kept.shape[2:]))
 
-    def held(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def held(k: int) -> torch.Tensor:
         window = samples.window(k)
         walker = torch.arange(window.stop - window.start) % walkers  # kept samples are (F', W) row-major
-        mask = walker >= n_train
-        u = torch.from_numpy(samples.u_kn[k, window])
-        return centre(samples.positions[window][mask]), u[mask]
+        return centre(samples.positions[window][walker >= n_train])
 
-    start, u_start = held(last)
-    end, u_end = held(0)
-    return EndEnsembles(training(last), training(0), start, end, u_start, u_end)
+    return EndEnsembles(training(last), training(0), held(last), held(0))
 
 
 def end_energies(system, path: str, device: torch.device):
@@ -149,11 +163,12 @@ def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsem
 def _method_record(model, loss, ends: EndEnsembles, options: LearnedOptions, system, path: str, trained_s: float,
                    started: float, steps: int, record_path: Path) -> dict:
     """The estimates of one trained method, written to ``record_path``."""
-    record = _estimate(model, ends, options, system.temperature)
+    device = next(model.parameters()).device
+    energies = end_energies(system, path, device)
+    record = _estimate(model, ends, energies, options, system.temperature)
     record.update(training_wall_s=trained_s, wall_s=time.perf_counter() - started, training_steps=steps)
     if loss.endpoints:
-        device = next(model.parameters()).device
-        classes = _end_class_estimate(model, ends, end_energies(system, path, device), options, system.temperature)
+        classes = _end_class_estimate(model, ends, energies, options, system.temperature)
         record["end_classes"] = {**classes, "training_g0_minus_g1_kT": float(
             model.end_free_energies[0] - model.end_free_energies[1]), "training_steps": steps}
     atomic.write_json(record_path, record)
@@ -202,8 +217,8 @@ def _end_class_estimate(model, ends: EndEnsembles, energies, options: LearnedOpt
 
 
 @torch.no_grad()
-def _estimate(model, ends: EndEnsembles, options: LearnedOptions, temperature: float) -> dict:
-    """The learned-TI record of one trained model."""
+def _estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temperature: float) -> dict:
+    """The learned-TI record of one trained model (``energies``: the true (u_0, u_1) of :func:`end_energies`)."""
     param = next(model.parameters())
     as_model = dict(device=param.device, dtype=param.dtype)
     levels = model.levels.to(**as_model)
@@ -224,13 +239,41 @@ def _estimate(model, ends: EndEnsembles, options: LearnedOptions, temperature: f
             forward.append(log_p(i + 1, x) - here)
         if i > 0:
             backward.append(here - log_p(i - 1, x))
-    start_ratio = log_p(0, start) + ends.u_start
-    end_ratio = log_p(len(levels) - 1, end) + ends.u_end
-    result = interpolant_free_energy(torch.stack(forward), torch.stack(backward), start_ratio, end_ratio,
-                                     options.bootstrap, options.seed)
-    evaluations = 3 * n * len(levels) + start.shape[0] + end.shape[0]
+    annealing = options.end_annealing
+    start_ratio = _end_log_ratios(model, 0, start, energies[0], annealing, gen)
+    end_ratio = _end_log_ratios(model, len(levels) - 1, end, energies[1], annealing, gen)
+    result = interpolant_free_energy(torch.stack(forward), torch.stack(backward), start_ratio.log_weights.cpu(),
+                                     end_ratio.log_weights.cpu(), options.bootstrap, options.seed)
+    per_end = annealing.levels * (annealing.mcmc_steps + 1) + 1  # evaluations of both energies per sample
+    evaluations = 3 * n * len(levels) + per_end * (start.shape[0] + end.shape[0])
     record = free_energy_record(result.estimate, temperature, {
         "n_samples": int(start.shape[0] + end.shape[0]), "n_energy_evaluations": evaluations}, negate=False)
+    record["method"] += (f"; end corrections annealed over {annealing.levels} level(s) with {annealing.mcmc_steps} "
+                         "MALA step(s) each")
     record.update(parts_kT=result.parts, kish_fraction=result.kish_fraction,
-                  end_log_ratio_std_kT={"start": float(start_ratio.std()), "end": float(end_ratio.std())})
+                  end_log_ratio_std_kT={"start": float(start_ratio.log_weights.std()),
+                                        "end": float(end_ratio.log_weights.std())},
+                  end_mala_acceptance={"start": _mean_or_none(start_ratio.acceptance),
+                                       "end": _mean_or_none(end_ratio.acceptance)})
     return record
+
+
+def _end_log_ratios(model, level: int, x: torch.Tensor, energy, annealing: EndAnnealing, generator):
+    """Annealed log-weights from the true end density exp(−u) (samples ``x``) to the learned level:
+    E[exp w] = Z_θ(t_level)/Z_end (:func:`~boltzclf.sampling.annealing.annealed_log_weights`)."""
+    t = model.levels[level]
+
+    def learned(y: torch.Tensor) -> torch.Tensor:
+        return -model.energy(t.expand(y.shape[0]), y)
+
+    def true(y: torch.Tensor) -> torch.Tensor:
+        return -energy(y)
+
+    return annealed_log_weights(x, true, learned, annealing.levels, annealing.mcmc_steps, annealing.step_size,
+                                generator, project=model.centre)
+
+
+def _mean_or_none(values: torch.Tensor) -> float | None:
+    """The mean of the finite ``values`` (None when there are none, e.g. no MALA moves)."""
+    finite = values[torch.isfinite(values)]
+    return float(finite.mean()) if finite.numel() else None

@@ -116,6 +116,21 @@ def mala_step(log_density: LogDensity, x: torch.Tensor, logp: torch.Tensor, grad
     )
 
 
+def adaptive_mala_moves(log_density: LogDensity, x: torch.Tensor, logp: torch.Tensor, grad: torch.Tensor,
+                        steps: int, step_size: float, generator: torch.Generator, project: Projection | None = None,
+                        target_acceptance: float = 0.574):
+    """``steps`` MALA steps of one population, the float step size h adapted after each towards
+    ``target_acceptance`` from the population's mean acceptance (the moves of an SMC sampler or an
+    annealing level). Returns ``(x, logp, grad, mean acceptance, adapted h)``."""
+    rates = []
+    for _ in range(steps):
+        move = mala_step(log_density, x, logp, grad, step_size, generator, project=project)
+        x, logp, grad = move.x, move.logp, move.grad
+        rates.append(float(move.accepted.double().mean()))
+        step_size = float(adapt_step_size(step_size, rates[-1], target_acceptance, rate=0.5))
+    return x, logp, grad, sum(rates) / len(rates), step_size
+
+
 def adapt_step_size(step_size: torch.Tensor | float, acceptance: torch.Tensor | float, target: float = 0.574,
                     rate: float = 0.05) -> torch.Tensor | float:
     """Multiplicative update h ← h·exp(rate·(acceptance − target)).

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from boltzclf.estimators.importance import effective_sample_size
-from boltzclf.sampling.mcmc import adapt_step_size, mala_step
+from boltzclf.sampling.mcmc import adaptive_mala_moves
 from boltzclf.sampling.resampling import resample_groups
 
 
@@ -195,14 +195,5 @@ def pooled_log_z(log_z_groups: torch.Tensor) -> tuple[float, float]:
 def _mala_moves(path, k: int, x, logp, score, step_size: float, settings: SMCSettings, generator):
     """``settings.mcmc_steps`` MALA moves targeting π_k; returns the new state, the mean acceptance and
     the adapted step size."""
-    def log_density(y):
-        return path.log_density(k, y)
-
-    accepted = []
-    for _ in range(settings.mcmc_steps):
-        move = mala_step(log_density, x, logp, score, step_size, generator, project=path.space.centre)
-        x, logp, score = move.x, move.logp, move.grad
-        rate = float(move.accepted.double().mean())
-        accepted.append(rate)
-        step_size = float(adapt_step_size(step_size, rate, settings.target_acceptance, rate=0.5))
-    return x, logp, score, sum(accepted) / len(accepted), step_size
+    return adaptive_mala_moves(lambda y: path.log_density(k, y), x, logp, score, settings.mcmc_steps, step_size,
+                               generator, path.space.centre, settings.target_acceptance)
