@@ -11,6 +11,7 @@ from boltzclf.pipelines.experiment import load_trained, train_experiment
 from boltzclf.training import checkpoint
 from boltzclf.training.config import EvaluationConfig, ExperimentConfig, GridConfig, ModelConfig, ProcessConfig, \
     TargetConfig, TrainingConfig
+from boltzclf.training.ema import EMA
 
 CPU = torch.device("cpu")
 
@@ -261,3 +262,20 @@ def test_consistent_grids_are_accepted(section):
     model = build_model(config)
     if config.process.kind != "interpolant":  # the last level is (close to) the prior: σ ≥ 10 σ_d
         assert float(model.process.sigma(model.levels[-1].double())) >= 10 * model.sigma_data
+
+
+def test_power_ema_forgets_its_start_and_follows_the_power_decay():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.999, power=8.0)
+    with torch.no_grad():
+        model.weight.add_(1.0)  # the shadow still holds the old (e.g. warm-start) weights
+    ema.update(model, 1)
+    torch.testing.assert_close(ema.shadow.weight, model.weight)  # d_1 = 0
+    assert ema.decay_at(10) == pytest.approx(0.9 ** 9)
+    assert ema.decay_at(10 ** 6) == 0.999  # capped by the constant decay
+    assert EMA(model, decay=0.99).decay_at(1) == 0.99  # power 0: constant
+    before = ema.shadow.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, 10)
+    torch.testing.assert_close(ema.shadow.weight, 0.9 ** 9 * before + (1 - 0.9 ** 9) * model.weight)

@@ -99,6 +99,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     """Optimisation. ``dataset_size`` 0 draws fresh samples every step; ``ema`` 0 disables the EMA;
+    ``ema_power`` γ > 0 makes its decay the power function min(ema, (1 − 1/n)^(γ+1)) of the run's step n
+    (Karras et al. 2024; :class:`~boltzclf.training.ema.EMA`), 0 keeps it constant;
     ``lr_schedule`` ``cosine`` decays the learning rate from ``lr`` to 0 over ``steps``; ``shards``
     splits each batch into that many blocks with random streams of their own, the unit of work of
     distributed training (the number of processes must divide it; see :mod:`boltzclf.training.trainer`)."""
@@ -109,6 +111,7 @@ class TrainingConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float = 1.0
     ema: float = 0.999
+    ema_power: float = 0.0
     dataset_size: int = 60000
     checkpoint_every: int = 500
     log_every: int = 50
@@ -123,6 +126,7 @@ class TrainingConfig:
         require(self.lr > 0, "lr", "must be positive")
         require(self.grad_clip > 0, "grad_clip", "must be positive")
         require(0 <= self.ema < 1, "ema", f"must be in [0, 1), got {self.ema}")
+        require(self.ema_power >= 0, "ema_power", f"must be >= 0, got {self.ema_power}")
         require(self.dataset_size >= 0, "dataset_size", "must be >= 0")
 
 

@@ -66,7 +66,7 @@ def train(model, loss_fn, data, config: TrainingConfig, out_dir: str | Path, res
         out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    ema = EMA(model, config.ema) if config.ema > 0 else None
+    ema = EMA(model, config.ema, config.ema_power) if config.ema > 0 else None
     generators = [torch.Generator(device=device).manual_seed(distributed.stream_seed(config.seed, s))
                   for s in range(config.shards)]
     own = distributed.shard(config.shards, distributed.world_size(), distributed.rank(), "training.shards")
@@ -92,7 +92,7 @@ def train(model, loss_fn, data, config: TrainingConfig, out_dir: str | Path, res
             bad_steps = 0
             grad_norm = _update(model, optimizer, total, config.grad_clip)
             if ema is not None:
-                ema.update(model)
+                ema.update(model, done)
             _accumulate(running, out, grad_norm)
         else:
             if distributed.world_size() > 1:  # every rank's backward joins the gradient all-reduce
