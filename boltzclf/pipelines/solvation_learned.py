@@ -270,7 +270,7 @@ def _end_log_ratios(model, level: int, x: torch.Tensor, energy, annealing: EndAn
         return -energy(y)
 
     return annealed_log_weights(x, true, learned, annealing.levels, annealing.mcmc_steps, annealing.step_size,
-                                generator, project=model.centre)
+                                generator, project=model.centre, progress=True)
 
 
 def _mean_or_none(values: torch.Tensor) -> float | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from boltzclf.sampling.mcmc import adaptive_mala_moves
 
@@ -40,7 +41,7 @@ class AnnealingResult:
 def annealed_log_weights(x: torch.Tensor, log_a: LogDensity, log_b: LogDensity, n_levels: int,
                          mcmc_steps: int, step_size: float, generator: torch.Generator,
                          project: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                         target_acceptance: float = 0.574) -> AnnealingResult:
+                         target_acceptance: float = 0.574, progress: bool = False) -> AnnealingResult:
     """AIS log-weights from exact samples ``x`` of π_a to π̃_b (see the module docstring).
 
     Parameters
@@ -61,6 +62,10 @@ def annealed_log_weights(x: torch.Tensor, log_a: LogDensity, log_b: LogDensity, 
         Source of the MALA randomness.
     project
         Optional projection of the MALA noise and moves (``space.centre`` for particles).
+    target_acceptance
+        MALA acceptance aimed at.
+    progress
+        Show a progress bar over the levels.
 
     Returns
     -------
@@ -73,7 +78,7 @@ def annealed_log_weights(x: torch.Tensor, log_a: LogDensity, log_b: LogDensity, 
     log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     difference = _difference(log_a, log_b, x)
     acceptance = []
-    for j in range(n_levels):
+    for j in tqdm(range(n_levels), desc="annealing", disable=not progress, leave=False):
         log_w = log_w + float(betas[j + 1] - betas[j]) * difference
         if mcmc_steps == 0:  # the samples stay put, and so does the difference
             acceptance.append(float("nan"))
