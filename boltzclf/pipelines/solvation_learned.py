@@ -5,8 +5,9 @@ The two ensembles are the end windows (λ = 1 and λ = 0) of the classical run o
 (:mod:`boltzclf.pipelines.solvation_windows`), split by walker: the first walkers' recorded frames
 train the energy, the held-out walkers' decorrelated frames give the two end corrections (annealed
 from the true end density to the learned one, :mod:`boltzclf.sampling.annealing`) and the
-interpolant samples of the TI sum, so the estimate is never scored on its training frames. Interpolant pairs are independent draws with x1 Kabsch-superposed
-on x0 (:class:`~boltzclf.training.molecular_data.PairedMolecularData`), in training and in TI alike.
+interpolant samples of the TI sum, so the estimate is never scored on its training frames.
+Interpolant pairs are independent draws with x1 Kabsch-superposed on x0
+(:class:`~boltzclf.training.molecular_data.PairedMolecularData`), in training and in TI alike.
 Every method (e.g. DSM, DSM + DiffCLF) starts from one shared pre-training with the same budget.
 """
 from __future__ import annotations
@@ -244,7 +245,9 @@ def _estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temp
     end_ratio = _end_log_ratios(model, len(levels) - 1, end, energies[1], annealing, gen)
     result = interpolant_free_energy(torch.stack(forward), torch.stack(backward), start_ratio.log_weights.cpu(),
                                      end_ratio.log_weights.cpu(), options.bootstrap, options.seed)
-    per_end = annealing.levels * (annealing.mcmc_steps + 1) + 1  # evaluations of both energies per sample
+    # evaluations of both energies per end sample: the first difference, then per level the moves' start,
+    # their proposals and the next difference
+    per_end = annealing.levels * (annealing.mcmc_steps + 2) if annealing.mcmc_steps else 1
     evaluations = 3 * n * len(levels) + per_end * (start.shape[0] + end.shape[0])
     record = free_energy_record(result.estimate, temperature, {
         "n_samples": int(start.shape[0] + end.shape[0]), "n_energy_evaluations": evaluations}, negate=False)
