@@ -42,7 +42,7 @@ def test_stored_energies_match_openmm_reevaluation(short_run):
 
 
 def test_killed_run_resumes_to_exactly_the_uninterrupted_frames(tmp_path):
-    args = ["0.03", "--checkpoint-frames", "20"]
+    args = ["0.012", "--checkpoint-frames", "20"]  # 120 frames in 6 chunks; killed after the 3rd
     assert simulate(tmp_path / "full", *args) == 0
     killed = tmp_path / "killed"
     kill_boltzclf_when(["simulate", str(SPEC), "--out", str(killed), "--ns", *args, *FAST],
