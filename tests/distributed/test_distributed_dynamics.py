@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from torchrun_launch import ENV, REPO, launcher
 
 from boltzclf.core.distributed import stream_seed
 from boltzclf.dynamics.output import load_frames
+from torchrun_launch import ENV, REPO, launcher
 
 SPEC = REPO / "systems" / "alanine_dipeptide_implicit.yaml"
 ARGS = ["--engine", "torch", "--threads", "1", "--equilibration-ps", "0.05", "--stride-ps", "0.05",
@@ -26,8 +26,8 @@ ARGS = ["--engine", "torch", "--threads", "1", "--equilibration-ps", "0.05", "--
 
 
 def command(out: Path, walkers: int, seed: int, processes: int = 1, ns: str = "0.0005") -> list[str]:
-    return launcher(processes) + ["-m", "boltzclf", "simulate", str(SPEC), "--out", str(out), "--walkers", str(walkers),
-                       "--seed", str(seed), *ARGS, "--ns", ns]
+    return launcher(processes) + ["-m", "boltzclf", "simulate", str(SPEC), "--out", str(out),
+                                  "--walkers", str(walkers), "--seed", str(seed), *ARGS, "--ns", ns]
 
 
 def simulate(out: Path, walkers: int, seed: int, processes: int = 1,

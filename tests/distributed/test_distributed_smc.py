@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from torchrun_launch import ENV, launcher
 
 SCRIPT = Path(__file__).with_name("smc_script.py")

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from torchrun_launch import ENV, launcher
 import torch
+
+from torchrun_launch import ENV, launcher
 
 EXPERIMENT = """\
 target: {{name: two_modes, dim: 4, separation: 5.0}}

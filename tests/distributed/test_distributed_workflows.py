@@ -11,14 +11,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from torchrun_launch import ENV, REPO, launcher
 import yaml
 
+from torchrun_launch import ENV, REPO, launcher
 
 
 def run_workflow(workflow: Path, out: Path, processes: int, preset: str = "smoke") -> subprocess.CompletedProcess:
     command = launcher(processes) + ["-m", "boltzclf", "run", str(workflow), "--preset", preset, "--out", str(out),
-                          "--device", "cpu"]
+                                     "--device", "cpu"]
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=1200, cwd=REPO)
 
 
