@@ -18,7 +18,7 @@ from boltzclf.pipelines.solvation_learned import EndAnnealing, _end_log_ratios
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = "workflows/aldp_solvation.yaml"
 ESTIMATORS = ("mbar", "ti", "bar", "fep", "learned_ti_dsm", "learned_ti_diffclf", "learned_ti_diffclf_ends",
-              "learned_classes_diffclf_ends")
+              "learned_classes_diffclf_ends", "learned_smc_dsm", "learned_smc_diffclf", "learned_smc_diffclf_ends")
 FIELDS = ("dF_kT", "se_kT", "dF_kJ_mol", "dF_kcal_mol", "n_samples", "n_energy_evaluations", "wall_s")
 
 

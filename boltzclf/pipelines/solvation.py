@@ -7,8 +7,9 @@ For each path in ``windows`` (``gb_charges``: λ scales the GB charges, the surf
 1. ``OUT/<path>/dynamics``: every λ window sampled by batched Langevin dynamics on the torch force
    field (:mod:`boltzclf.pipelines.solvation_windows`); MBAR, TI, BAR and one-sided EXP (``fep``, from
    the solvated end) with errors, the overlap matrix and ⟨∂u/∂λ⟩.
-2. ``OUT/<path>/learned/<method>``: an interpolant energy trained on the path's two end windows and
-   its TI estimate (:mod:`boltzclf.pipelines.solvation_learned`), one per loss (DSM, DSM + DiffCLF).
+2. ``OUT/<path>/learned/<method>``: an interpolant energy trained on the path's two end windows, its
+   TI estimate and, where configured, SMC along it between the true ends
+   (:mod:`boltzclf.pipelines.solvation_learned`), one per loss (DSM, DSM + DiffCLF).
 
 ``results.json`` holds, per path and estimator, ``dF_kT`` = F(vacuum end) − F(solvated end) (positive
 when solvation is favourable), ``se_kT``, the same in kJ/mol and kcal/mol, samples and energy

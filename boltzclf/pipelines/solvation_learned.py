@@ -5,7 +5,9 @@ The two ensembles are the end windows (λ = 1 and λ = 0) of the classical run o
 (:mod:`boltzclf.pipelines.solvation_windows`), split by walker: the first walkers' recorded frames
 train the energy, the held-out walkers' decorrelated frames give the two end corrections (annealed
 from the true end density to the learned one, :mod:`boltzclf.sampling.annealing`) and the
-interpolant samples of the TI sum, so the estimate is never scored on its training frames.
+interpolant samples of the TI sum, so the estimate is never scored on its training frames. The
+optional SMC estimate (:class:`PathSMC`) walks the held-out vacuum frames down the learned levels to
+the true solvated density; it uses the learned energy only as a guide, not its normalisers.
 Interpolant pairs are independent draws with x1 Kabsch-superposed on x0
 (:class:`~boltzclf.training.molecular_data.PairedMolecularData`), in training and in TI alike.
 Every method (e.g. DSM, DSM + DiffCLF) starts from one shared pre-training with the same budget.
@@ -34,7 +36,12 @@ from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.pipelines.compare import PretrainConfig, pretrain_experiment
 from boltzclf.pipelines.experiment import train_on, with_sigma_data
 from boltzclf.pipelines.solvation_windows import WindowSamples, free_energy_record
+from boltzclf.forcefield.target import TorchEnergyTarget
 from boltzclf.sampling.annealing import annealed_log_weights
+from boltzclf.sampling.bridge import BridgedPath
+from boltzclf.sampling.kernels import IDENTITY
+from boltzclf.sampling.paths import GroupedFrames, LearnedPath
+from boltzclf.sampling.smc import SMCSettings, smc
 from boltzclf.training.config import ExperimentConfig
 from boltzclf.training.molecular_data import (MolecularDataset, PairedMolecularData, aligned_pairs, centre,
                                               describe_molecule, particle_sigma)
@@ -60,6 +67,40 @@ class EndAnnealing:
         require(self.step_size > 0, "step_size", f"must be positive, got {self.step_size}")
 
 
+#: Above this span of the SMC groups' log Ẑ_g [kT] the estimate rests on a few particles (warned).
+SMC_GROUP_SPREAD_KT = 3.0
+
+
+@dataclass(frozen=True)
+class PathSMC:
+    """SMC along the learned interpolant (``learned_smc_<method>``): from the held-out frames of the
+    vacuum end (t = 1) over ``bridge_levels`` geometric levels to the learned t_max, down the training
+    grid refined ``refine``-fold in t, and over ``bridge_levels`` levels to the true solvated density
+    (:class:`~boltzclf.sampling.bridge.BridgedPath` with a top bridge). There is no transport between
+    levels (:class:`~boltzclf.sampling.kernels.IdentityKernels`): ``mcmc_steps`` MALA steps per level
+    (initial size ``step_size`` [nm²], adapted) move the particles, and each group resamples when its
+    ESS/n falls below ``resample_threshold``. ``groups`` independent runs take disjoint blocks of the
+    frames (:class:`~boltzclf.sampling.paths.GroupedFrames`), each frame ``replicas`` times; log Ẑ =
+    ln Z_solvated − ln Z_vacuum = ΔF, with the error from the groups' spread.
+    """
+
+    bridge_levels: int = 300
+    refine: int = 4
+    replicas: int = 2
+    groups: int = 8
+    mcmc_steps: int = 1
+    step_size: float = 1e-6
+    resample_threshold: float = 0.5
+
+    def __post_init__(self):
+        require(self.bridge_levels >= 1 and self.refine >= 1 and self.replicas >= 1, "bridge_levels",
+                "bridge_levels, refine and replicas must be >= 1")
+        require(self.groups >= 2, "groups", f"must be >= 2 for an error bar, got {self.groups}")
+        require(self.mcmc_steps >= 1, "mcmc_steps", "without transport the MALA steps move the particles: >= 1")
+        require(self.step_size > 0, "step_size", f"must be positive, got {self.step_size}")
+        require(0.0 <= self.resample_threshold <= 1.0, "resample_threshold", "must be in [0, 1]")
+
+
 @dataclass(frozen=True)
 class LearnedOptions:
     """The learned estimators of a solvation workflow.
@@ -68,7 +109,8 @@ class LearnedOptions:
     workflow's system). methods: one loss per learned estimate (reported as ``learned_ti_<name>``).
     pretrain: the shared pre-training. held_out: share of each end window's walkers kept for the
     estimate. samples_per_level: interpolant samples per level in the TI sum. end_annealing: how
-    the end corrections are computed (:class:`EndAnnealing`). bootstrap: resamples for the error.
+    the end corrections are computed (:class:`EndAnnealing`). smc: SMC along the learned interpolant
+    as a further estimate (:class:`PathSMC`; None: not run). bootstrap: resamples for the error.
     seed: of the evaluation draws.
     """
 
@@ -78,6 +120,7 @@ class LearnedOptions:
     held_out: float = 0.25
     samples_per_level: int = 512
     end_annealing: EndAnnealing = field(default_factory=EndAnnealing)
+    smc: PathSMC | None = None
     bootstrap: int = 200
     seed: int = 0
 
@@ -168,6 +211,8 @@ def _method_record(model, loss, ends: EndEnsembles, options: LearnedOptions, sys
     energies = end_energies(system, path, device)
     record = _estimate(model, ends, energies, options, system.temperature)
     record.update(training_wall_s=trained_s, wall_s=time.perf_counter() - started, training_steps=steps)
+    if options.smc is not None:
+        record["smc"] = _smc_estimate(model, ends, options.smc, system, path, options.seed)
     if loss.endpoints:
         classes = _end_class_estimate(model, ends, energies, options, system.temperature)
         record["end_classes"] = {**classes, "training_g0_minus_g1_kT": float(
@@ -177,9 +222,11 @@ def _method_record(model, loss, ends: EndEnsembles, options: LearnedOptions, sys
 
 
 def _records(name: str, record: dict) -> dict[str, dict]:
-    """A method's ``estimate.json`` as result records: ``learned_ti_<name>`` and, for end classes,
-    ``learned_classes_<name>``."""
-    out = {f"learned_ti_{name}": {k: v for k, v in record.items() if k != "end_classes"}}
+    """A method's ``estimate.json`` as result records: ``learned_ti_<name>`` and, where run,
+    ``learned_smc_<name>`` and (end classes) ``learned_classes_<name>``."""
+    out = {f"learned_ti_{name}": {k: v for k, v in record.items() if k not in ("end_classes", "smc")}}
+    if "smc" in record:
+        out[f"learned_smc_{name}"] = record["smc"]
     if "end_classes" in record:
         out[f"learned_classes_{name}"] = {**record["end_classes"], "wall_s": record["wall_s"]}
     return out
@@ -280,3 +327,50 @@ def _mean_or_none(values: torch.Tensor) -> float | None:
     """The mean of the finite ``values`` (None when there are none, e.g. no MALA moves)."""
     finite = values[torch.isfinite(values)]
     return float(finite.mean()) if finite.numel() else None
+
+
+def _smc_estimate(model, ends: EndEnsembles, options: PathSMC, system, path: str, seed: int) -> dict:
+    """The ``learned_smc_<method>`` record: SMC from the held-out vacuum frames to the true solvated
+    density along the learned interpolant (:class:`PathSMC`)."""
+    param = next(model.parameters())
+    as_model = dict(device=param.device, dtype=param.dtype)
+    field = solvation_field(system, path, **as_model)
+    solvated, vacuum = (TorchEnergyTarget(field, system.temperature, gb_scale=scale) for scale in (1.0, 0.0))
+    frames = ends.end.to(**as_model)
+    start = GroupedFrames(frames, vacuum.energy, options.groups)
+    inner = LearnedPath(model, start=start, times=refined_times(model.levels, options.refine))
+    walk = BridgedPath(inner, solvated, options.bridge_levels, top_target=vacuum, n_top=options.bridge_levels)
+    used = frames.shape[0] // options.groups * options.groups
+    settings = SMCSettings(n_particles=used * options.replicas, n_groups=options.groups,
+                           resample_threshold=options.resample_threshold, mcmc_steps=options.mcmc_steps,
+                           mcmc_step_size=options.step_size)
+    generator = torch.Generator(device=param.device).manual_seed(seed)
+    result = smc(walk, IDENTITY, settings, generator, **as_model, progress=True)
+    method = (f"SMC along the learned interpolant ({walk.n_levels} levels: {options.bridge_levels}-level bridges "
+              f"from the true vacuum end and to the true solvated end, no transport, {options.mcmc_steps} MALA "
+              f"step(s) per level); error from {options.groups} independent groups on disjoint frames")
+    estimate = Estimate(torch.tensor(result.log_z, dtype=torch.float64),
+                        torch.tensor(result.log_z_se, dtype=torch.float64),
+                        torch.tensor(float(used), dtype=torch.float64), method)
+    record = free_energy_record(estimate, system.temperature, {
+        "n_samples": used, "n_energy_evaluations": result.n_model_evals + result.n_target_evals}, negate=False)
+    record.update(wall_s=result.wall_s, n_particles=settings.n_particles, n_levels=walk.n_levels,
+                  ess_final=result.ess_final, ess_min=float(result.ess.min()),
+                  resampling_events=float(result.resampled.sum() * options.groups),
+                  mala_acceptance=_mean_or_none(result.acceptance), n_nonfinite=result.n_nonfinite,
+                  log_z_groups_kT=[float(v) for v in result.log_z_groups])
+    spread = float(result.log_z_groups.max() - result.log_z_groups.min())
+    if spread > SMC_GROUP_SPREAD_KT:
+        log.warning("%s: SMC along the learned interpolant: the %d groups' log Ẑ span %.1f kT, so a few particles "
+                    "carry the estimate and its delta-method error (%.2f kT) understates the uncertainty",
+                    path, options.groups, spread, result.log_z_se)
+    return record
+
+
+def refined_times(levels: torch.Tensor, refine: int) -> torch.Tensor:
+    """``levels`` ``(K,)`` with ``refine − 1`` evenly spaced times inserted in each interval: ``((K−1)·refine + 1,)``
+    float64."""
+    levels = levels.detach().to(torch.float64).cpu()
+    steps = torch.arange(refine, dtype=torch.float64) / refine
+    inner = (levels[:-1, None] + steps * (levels[1:] - levels[:-1])[:, None]).reshape(-1)
+    return torch.cat([inner, levels[-1:]])

@@ -14,36 +14,50 @@ particles' diversity after resampling: annealed importance sampling / SMC sample
 Del Moral, Doucet & Jasra 2006) appended to the diffusion path. The final weighted particles still
 target the true density exactly; the learned path supplies the basins' weights, the bridge the local
 (bond, angle) detail the model gets wrong.
+
+A path whose walk starts from exact samples of another true density (the other end of an interpolant,
+e.g. vacuum frames of a solvation path) may be bridged at its top as well: ``n_top`` levels from that
+density (β = 1, where the walk starts) down to the learned last level, so that neither end of the
+learned path is trusted and the final log Ẑ estimates the ratio of the two true normalisers.
 """
 from __future__ import annotations
 
 import torch
 
+from boltzclf.sampling.kernels import IDENTITY
 from boltzclf.sampling.paths import target_log_prob_and_score
 
 
 class BridgedPath:
-    """A learned path (without final target) followed by ``n_bridge`` annealing levels to ``target``.
+    """A learned path (without final target) between annealing bridges: ``n_bridge`` levels to ``target``
+    below it and, optionally, ``n_top`` levels from ``top_target`` above it.
 
-    Level k ≥ n_bridge is the inner path's level k − n_bridge; level j < n_bridge is the geometric mean
-    with β_j = 1 − j/n_bridge. Same interface as :class:`~boltzclf.sampling.paths.LearnedPath`.
+    Level k < n_bridge is the geometric mean with the target's β_k = 1 − k/n_bridge; level
+    n_bridge + i is the inner path's level i; level n_bridge + K_inner − 1 + j (j = 1 … n_top) is the
+    geometric mean of the inner path's last level and ``top_target`` with β = j/n_top (the top-most
+    level is ``top_target`` itself, which the inner path's start then samples: its ``log_prob`` must
+    be −u of ``top_target``). Same interface as :class:`~boltzclf.sampling.paths.LearnedPath`.
     """
 
-    def __init__(self, path, target, n_bridge: int):
+    def __init__(self, path, target, n_bridge: int, top_target=None, n_top: int = 0):
         if n_bridge < 1:
             raise ValueError(f"a bridge needs n_bridge >= 1 levels, got {n_bridge}")
         if getattr(path, "final_target", None) is not None:
             raise ValueError("bridge from the learned first level: build the inner path without final_target")
+        if (top_target is None) != (n_top == 0) or n_top < 0:
+            raise ValueError("a top bridge needs both top_target and n_top >= 1")
         self.path = path
         self.target = target
         self.n_bridge = n_bridge
+        self.top_target = top_target
+        self.n_top = n_top
         self.space = path.space
         self.betas = 1.0 - torch.arange(n_bridge + 1, dtype=torch.float64) / n_bridge  # β_0 = 1 … β_n = 0
         self._target_evals = 0
 
     @property
     def n_levels(self) -> int:
-        return self.path.n_levels + self.n_bridge
+        return self.path.n_levels + self.n_bridge + self.n_top
 
     @property
     def n_model_evals(self) -> int:
@@ -58,15 +72,21 @@ class BridgedPath:
 
     def log_density(self, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log π̃_k(x) (B,) float64, ∇ log π̃_k(x) like x)``."""
+        top = k - (self.n_bridge + self.path.n_levels - 1)
+        if top > 0:
+            return self._mixed(self.top_target, top / self.n_top, self.path.n_levels - 1, x)
         if k >= self.n_bridge:
             return self.path.log_density(k - self.n_bridge, x)
-        beta = float(self.betas[k])
+        return self._mixed(self.target, float(self.betas[k]), 0, x)
+
+    def _mixed(self, target, beta: float, level: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1 − β) log p̃ of the inner path's ``level`` + β log π̃ of ``target``, and its gradient."""
         self._target_evals += x.shape[0]
-        target_logp, target_score = target_log_prob_and_score(self.target, x)
+        target_logp, target_score = target_log_prob_and_score(target, x)
         target_score = target_score.to(x.dtype)
         if beta == 1.0:  # the target alone: no model evaluation
             return target_logp, target_score
-        model_logp, model_score = self.path.log_density(0, x)
+        model_logp, model_score = self.path.log_density(level, x)
         return (1.0 - beta) * model_logp + beta * target_logp, (1.0 - beta) * model_score + beta * target_score
 
     def hessian(self, k: int, x: torch.Tensor) -> torch.Tensor:
@@ -88,10 +108,10 @@ class BridgeKernels:
         """A move from level k + 1 to level k: ``(x_k, log M_k(x_k | x_{k+1}))``."""
         if k >= self.n_bridge:
             return self.kernels.reverse(k - self.n_bridge, x_next, score_next, generator, hessian)
-        return x_next, torch.zeros(x_next.shape[0], dtype=torch.float64, device=x_next.device)
+        return IDENTITY.reverse(k, x_next, score_next, generator)
 
     def forward_log_prob(self, k: int, x: torch.Tensor, x_next: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         """log L_k(x_{k+1} | x_k) (0 for the identity)."""
         if k >= self.n_bridge:
             return self.kernels.forward_log_prob(k - self.n_bridge, x, x_next, score)
-        return torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        return IDENTITY.forward_log_prob(k, x, x_next, score)

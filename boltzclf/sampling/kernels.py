@@ -25,6 +25,10 @@ dX = [b + ε s] dt + √(2ε) dW with drift b = v − γγ̇ s (velocity v, scor
 Euler–Maruyama kernels: forward N(x_k + h(b + ε s)(t_k, x_k), 2εh I) and reverse
 N(x_{k+1} − h(b − ε s)(t_{k+1}, x_{k+1}), 2εh I), with h = t_{k+1} − t_k.
 
+Without any transport, :class:`IdentityKernels` leave the samples where they are: the incremental
+weight is then the ratio of the two levels' densities at the same point, and MCMC moves at each level
+do the moving (annealed importance sampling / SMC samplers; Neal 2001, Del Moral et al. 2006).
+
 Particle systems live on the centred subspace: means and noise are centred and densities count
 d = 3(n_atoms − 1) dimensions (``space.dim``).
 """
@@ -234,3 +238,21 @@ class InterpolantKernels:
         """log M_k(x | x_next), ``(B,)`` float64."""
         var = 2.0 * self.epsilon * self._step(k)
         return gaussian_log_prob(x, self._reverse_mean(k, x_next, score_next), var, self.space)
+
+
+class IdentityKernels:
+    """M_k = L_k = the identity (log-densities 0): annealing between levels without transport."""
+
+    needs_hessian = False
+
+    def reverse(self, k: int, x_next: torch.Tensor, score_next: torch.Tensor, generator: torch.Generator,
+                hessian: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_next, 0)``: the sample stays put."""
+        return x_next, torch.zeros(x_next.shape[0], dtype=torch.float64, device=x_next.device)
+
+    def forward_log_prob(self, k: int, x: torch.Tensor, x_next: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """0 (the identity's log-density at the point it stays at)."""
+        return torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+
+
+IDENTITY = IdentityKernels()

@@ -78,6 +78,35 @@ class TargetStart:
         return -self.target.energy(x).detach().to(torch.float64)
 
 
+class GroupedFrames:
+    """The start of a walk from a fixed set of exact samples (e.g. held-out MD frames), dealt to the
+    SMC groups without sharing: a random permutation splits the F frames into G blocks of F // G, and
+    group g's n/G particles repeat its own block. The groups' Ẑ_g then rest on disjoint frames and stay
+    independent, so the spread of the Ẑ_g (:func:`~boltzclf.sampling.smc.pooled_log_z`) is an honest
+    error that includes the finite number of frames. ``energy`` is the frames' reduced energy u [kT]
+    (``x -> (B,)``); ``log_prob`` is −u, unnormalised, so log Ẑ is relative to that density's Z.
+    """
+
+    def __init__(self, frames: torch.Tensor, energy, n_groups: int):
+        if frames.shape[0] < n_groups:
+            raise ValueError(f"{frames.shape[0]} frames cannot be dealt to {n_groups} groups")
+        self.frames = frames
+        self.energy = energy
+        self.n_groups = n_groups
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        if n % self.n_groups:
+            raise ValueError(f"n ({n}) must be a multiple of the {self.n_groups} groups")
+        block = self.frames.shape[0] // self.n_groups
+        order = torch.randperm(self.frames.shape[0], generator=generator, device=generator.device)
+        order = order[:block * self.n_groups].to(self.frames.device)
+        blocks = order.reshape(self.n_groups, block)
+        return self.frames[blocks[:, torch.arange(n // self.n_groups) % block].reshape(-1)]
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.energy(x).detach().to(torch.float64)
+
+
 class LearnedPath:
     """log π̃_k = log p̃_θ(t_k, ·) of an energy model, with optional true densities at the ends.
 

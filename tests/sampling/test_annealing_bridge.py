@@ -4,15 +4,17 @@ The model is wrong twice over against the 2:1 target: 1:1 mode weights *and* com
 wide (a local error, like a learned molecular energy's bonds). Only correct bridge weights bring the
 heavy mode's mass back to 2/3 and log Ẑ to the target's log Z = 0.
 """
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from boltzclf.diffusion import VariancePreserving, log_snr_grid
+from boltzclf.diffusion import StochasticInterpolant, VariancePreserving, log_snr_grid
 from boltzclf.estimators.weighted import weighted_fractions
 from boltzclf.models.analytic import MixtureMarginalEnergy
 from boltzclf.sampling.bridge import BridgedPath, BridgeKernels
-from boltzclf.sampling.kernels import DiffusionKernels
-from boltzclf.sampling.paths import LearnedPath
+from boltzclf.sampling.kernels import IDENTITY, DiffusionKernels
+from boltzclf.sampling.paths import GroupedFrames, LearnedPath
 from boltzclf.sampling.smc import SMCSettings, smc
 from boltzclf.targets.gmm import GaussianMixture, two_modes
 
@@ -67,3 +69,40 @@ def test_bridge_refuses_a_path_that_already_ends_in_the_target():
         BridgedPath(LearnedPath(model, final_target=TARGET), TARGET, 4)
     with pytest.raises(ValueError, match="n_bridge >= 1"):
         BridgedPath(LearnedPath(model), TARGET, 0)
+
+
+def test_two_sided_bridge_estimates_the_ratio_of_the_true_ends_normalisers(generator):
+    """An interpolant walk from exact t = 1 frames to the t = 0 target, with identity kernels (MALA moves
+    only) and a model wrong at both ends: bridges at both ends give log Ẑ = ln Z_0 − ln Z_1 and the
+    target's 2:1 mode masses. The true ends carry known offsets (Z_0 = e, Z_1 = e⁻²), so a bridge that
+    ignored either end, or a reversed top bridge, would miss log Z_0/Z_1 = 3."""
+    interpolant = StochasticInterpolant(0.5)
+    end = GaussianMixture(torch.tensor([0.5, 0.5], dtype=torch.float64),
+                          torch.tensor([[0.0, 1.5, 0.0], [0.0, -1.5, 0.0]], dtype=torch.float64),
+                          torch.full((2, 3), 0.2, dtype=torch.float64))
+    wrong_end = GaussianMixture(end.weights, end.means, 1.6 * end.variances)
+    times = torch.linspace(1e-3, 1 - 1e-3, 64, dtype=torch.float64)
+    model = MixtureMarginalEnergy(WRONG, interpolant, times, end=wrong_end)
+    vacuum = SimpleNamespace(energy=lambda x: end.energy(x) + 2.0)
+    solvated = SimpleNamespace(energy=lambda x: TARGET.energy(x) - 1.0)
+    frames = end.sample(1024, generator)
+    inner = LearnedPath(model, start=GroupedFrames(frames, vacuum.energy, 16), times=times)
+    path = BridgedPath(inner, solvated, 16, top_target=vacuum, n_top=16)
+    assert path.n_levels == 64 + 32
+    settings = SMCSettings(4096, 16, resample_threshold=0.5, mcmc_steps=2, mcmc_step_size=0.05)
+    result = smc(path, IDENTITY, settings, generator, dtype=torch.float64)
+    assert abs(result.log_z - 3.0) <= 3 * result.log_z_se and result.log_z_se < 0.1
+    labels = TARGET.responsibilities(result.samples).argmax(1)
+    heavy = weighted_fractions(labels, 2, result.log_weights, result.ancestors)
+    assert abs(float(heavy.value[0]) - 2 / 3) <= 3 * float(heavy.se[0])
+
+
+def test_grouped_frames_give_each_group_its_own_frames(generator):
+    frames = torch.arange(10, dtype=torch.float64)[:, None]
+    start = GroupedFrames(frames, lambda x: x[:, 0], 3)
+    drawn = start.sample(12, generator)[:, 0].reshape(3, 4)
+    blocks = [set(row.tolist()) for row in drawn]
+    assert all(len(b) == 3 for b in blocks) and not (blocks[0] & blocks[1] or blocks[0] & blocks[2] or blocks[1] & blocks[2])
+    assert torch.equal(start.log_prob(frames), -frames[:, 0])
+    with pytest.raises(ValueError, match="multiple"):
+        start.sample(10, generator)
