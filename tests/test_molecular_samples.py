@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from boltzclf.cli.main import main
-from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, Reference, aldp_angles, chirality, sample_metrics
+from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, PhiSide, Reference, aldp_angles, chirality, \
+    sample_metrics
 from boltzclf.forcefield.target import torch_target
 from boltzclf.openmm.system import load_system
 
@@ -39,6 +40,26 @@ def test_mirror_images_are_detected_and_reflected_back(system):
     angles, n_mirrored = aldp_angles(torch.from_numpy(mirrored), np.arange(22), native)
     assert n_mirrored == 3
     np.testing.assert_allclose(angles, _mdtraj_angles(system, x), atol=1e-5)
+
+
+def test_phi_sides_split_both_hands_as_mdtraj_and_the_phi_sign_estimator_do(system):
+    rng = np.random.default_rng(2)
+    x = system.positions[None] + 0.08 * rng.standard_normal((400, 22, 3))  # φ all round the circle
+    mirrored = x.copy()
+    mirrored[::2] = -mirrored[::2]
+    native = float(chirality(torch.from_numpy(system.positions)[None])[0])
+    hand = np.where(chirality(torch.from_numpy(x)).numpy() == native, 1.0, -1.0)  # this much noise flips some
+    phi = _mdtraj_angles(system, x)[:, 0] * hand  # φ read in the native hand (mirror images: −φ)
+    assert (phi > 0).sum() > 50 and (phi < 0).sum() > 50 and (hand < 0).sum() > 10
+    positive, negative = PhiSide(native, 1), PhiSide(native, -1)
+    inside = positive.contains(torch.from_numpy(mirrored)).numpy()
+    np.testing.assert_array_equal(inside, phi >= 0)
+    np.testing.assert_array_equal(negative.contains(torch.from_numpy(mirrored)).numpy(), ~inside)
+    coordinate = positive.coordinate(torch.from_numpy(mirrored)).numpy()
+    np.testing.assert_allclose(coordinate, np.sin(phi), atol=1e-5)  # positive inside, in the native hand
+    np.testing.assert_allclose(negative.coordinate(torch.from_numpy(mirrored)).numpy(), -coordinate)
+    sigma = torch.tensor([2.0, 0.1, 1e-3])
+    np.testing.assert_allclose(positive.width(sigma).numpy(), [20.0, 1.0, 0.02])
 
 
 def test_backbone_bead_angles_equal_the_all_atom_dihedrals(system):
@@ -108,6 +129,14 @@ def test_workflow_smoke_writes_every_record(workflow_smoke):
             assert KEYS <= set(results[method][sampler]), (method, sampler)
         assert results[method]["cg_langevin"]["e_w2"] is None  # no true coarse-grained energy
         assert results[method]["smc"]["n_energy_evals"] > 0
+        sides = results[method]["smc"]["sides"]  # ΔF_φ of smc: the two confined walks'
+        assert results[method]["smc"]["dF_phi"] == pytest.approx(
+            sides["phi_negative"]["log_z"] - sides["phi_positive"]["log_z"])
+        assert results[method]["smc"]["n_energy_evals"] == results[method]["smc"]["diagnostics"]["n_target_evals"] \
+            + sides["phi_positive"]["n_target_evals"] + sides["phi_negative"]["n_target_evals"]
+        learned = results[method]["learned_sides"]
+        assert results[method]["learned_dF_phi"] == pytest.approx(
+            learned["phi_negative"]["log_z"] - learned["phi_positive"]["log_z"])
     for name in ("report.png", "report.md"):
         assert (workflow_smoke / name).stat().st_size > 0
 
@@ -120,7 +149,7 @@ def test_workflow_records_match_their_saved_samples(workflow_smoke):
         wrapped = (saved["angles"][:, 0] + np.pi) % (2 * np.pi) - np.pi
         positive = w[wrapped >= 0].sum()
         expected = -np.log(positive / w[wrapped < 0].sum()) if positive > 0 else np.inf
-        recorded = results["diffclf"][sampler]["dF_phi"]
+        recorded = results["diffclf"][sampler]["dF_phi_particles" if weighted else "dF_phi"]
         assert recorded == pytest.approx(expected) if np.isfinite(expected) else recorded is None  # JSON null
 
 

@@ -82,6 +82,42 @@ def aldp_angles(samples: torch.Tensor, atoms: np.ndarray, native: np.ndarray) ->
     return backbone_angles(fixed), n_mirrored
 
 
+@dataclass(frozen=True)
+class PhiSide:
+    """One side of alanine dipeptide's φ divide, in the reference hand, as a region that SMC can be
+    confined to (:class:`~boltzclf.sampling.paths.ConfinedPath`).
+
+    ``side`` +1 is φ ∈ [0, π) (αL, C7ax), −1 the rest, split as
+    :func:`~boltzclf.estimators.populations.phi_sign_free_energy` splits them; φ of a configuration of
+    the other hand is read after reflection (−φ). ``coordinate`` is side · sin φ, positive inside and
+    smooth across both borders (φ = 0 and φ = ±π). ``width(sigma)`` maps a noise level σ [nm] to the
+    tilt's width in units of sin φ: σ / ``length_nm`` (an atom displaced by about 0.1 nm turns φ by
+    about a radian), at least ``min_width``.
+    """
+
+    native_sign: float
+    side: int
+    length_nm: float = 0.1
+    min_width: float = 0.02
+
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        """φ ``(B,)`` [rad] in the reference hand of configurations ``(B, 22, 3)`` (differentiable)."""
+        x = x.to(torch.float64)
+        hand = chirality(x.detach()) * self.native_sign
+        return dihedral(x, torch.tensor([ALDP_PHI], device=x.device))[:, 0] * hand
+
+    def contains(self, x: torch.Tensor) -> torch.Tensor:
+        phi = self.phi(x.detach())
+        positive = (phi >= 0) & (phi < math.pi)
+        return positive if self.side > 0 else ~positive
+
+    def coordinate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.side * torch.sin(self.phi(x))
+
+    def width(self, sigma: torch.Tensor) -> torch.Tensor:
+        return (sigma / self.length_nm).clamp_min(self.min_width)
+
+
 @dataclass
 class Reference:
     """A reference ensemble: angles ``(M, 2)``, true reduced energies ``(M,)`` (None for CG), ΔF ± SE (kT)

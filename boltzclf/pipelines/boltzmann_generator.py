@@ -13,11 +13,14 @@ Stages, each resumable (a finished stage is reused when the command is run again
    true density), ``langevin`` (Langevin dynamics on the learned U_θ(t_min, ·), unweighted) and
    ``cg_langevin`` (Langevin on the coarse-grained U_θ: a learned potential of mean force). Plus the
    **mode-blindness check**: SMC down to the learned density itself gives ``learned_dF_phi``, the
-   basin free-energy difference the energy implies before any reweighting.
+   basin free-energy difference the energy implies before any reweighting. Both SMC ΔF_φ come from
+   two more walks, each confined at t = 0 to one side of φ (``smc_sides.json``,
+   ``learned_sides.json``): the φ > 0 side holds 0.3 % of the mass, and an unconfined walk on a
+   CPU-trained energy keeps too few lineages for any of them to end there.
 4. **Metrics** (:mod:`boltzclf.evaluation.molecular_samples`) of every method × sampler against the
    reference, into ``OUT/results.json``, ``OUT/report.png`` and ``OUT/report.md``.
 
-Each sampler's record (``OUT/<method>/<sampler>.json``) and samples (``<sampler>.npz``: φ/ψ,
+Each sampler's record (``OUT/<method>/<sampler>.json``, the unconfined walk's for SMC) and samples (``<sampler>.npz``: φ/ψ,
 log-weights, clusters, true energies) are kept; delete a record to redo that sampler.
 
 Under ``torchrun`` the reference dynamics share their walkers over the processes and every process
@@ -28,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +46,8 @@ from boltzclf.core.config import InvalidValue, apply_preset, from_mapping, load_
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.core.formatting import fmt
 from boltzclf.dynamics.output import load_frames
-from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, Reference, aldp_angles, backbone_angles, \
-    sample_metrics
+from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, PhiSide, Reference, aldp_angles, \
+    backbone_angles, chirality, sample_metrics
 from boltzclf.losses import LossConfig
 from boltzclf.openmm.system import load_system
 from boltzclf.pipelines import reference as reference_workflow
@@ -58,6 +62,8 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("smc", "reweighting", "langevin", "cg_langevin")
 #: The metrics of the learned density's own samples that a method's record keeps (prefixed ``learned_``).
 LEARNED_KEYS = ("dF_phi", "dF_phi_se", "ess", "n_clusters", "populations", "populations_tv")
+#: What the record of a confined SMC walk keeps per side of φ.
+SIDE_KEYS = ("log_z", "log_z_se", "log_z_groups", "ess_final", "n_model_evals", "n_target_evals", "n_nonfinite")
 #: SampleConfig keys whose SamplerOptions counterpart has another name.
 _SAMPLE_KEYS = {"n": "particles", "start_particles": "particles"}
 
@@ -280,7 +286,8 @@ def _cached(path: Path, compute):
 
 def _learned_basins(problem, options: SamplerOptions, reference: Reference, run_dir: Path) -> dict:
     """ΔF(φ > 0 vs φ < 0), basin populations and ESS of the learned density at t_min (SMC down the
-    model's own levels), as ``learned_*`` keys."""
+    model's own levels), as ``learned_*`` keys; ΔF from one confined SMC per side of φ
+    (:func:`_side_free_energy`), that of the unconfined particles as ``learned_dF_phi_particles``."""
     def compute() -> dict:
         arrays = draw(problem, options.sample_config("smc", target="model"),
                       torch.Generator().manual_seed(options.seed))["arrays"]
@@ -288,11 +295,49 @@ def _learned_basins(problem, options: SamplerOptions, reference: Reference, run_
         metrics = sample_metrics(reference, angles, arrays["log_weights"].cpu().numpy().astype(np.float64),
                                  arrays["ancestors"].cpu().numpy(), seed=options.seed)
         return {f"learned_{key}": metrics[key] for key in LEARNED_KEYS}
-    return _cached(run_dir / "learned_basins.json", compute)
+    record = _cached(run_dir / "learned_basins.json", compute)
+    sides = _side_free_energy(problem, options, "model", run_dir / "learned_sides.json")
+    return {**record, "learned_dF_phi_particles": record["learned_dF_phi"],
+            "learned_dF_phi_particles_se": record["learned_dF_phi_se"], "learned_dF_phi": sides["dF_phi"],
+            "learned_dF_phi_se": sides["dF_phi_se"], "learned_sides": sides}
+
+
+def _side_free_energy(problem, options: SamplerOptions, target: str, path: Path) -> dict:
+    """ΔF(φ > 0 vs φ < 0) = −ln(Ẑ₊ / Ẑ₋) [kT] from two SMC walks (cached in ``path``), each confined
+    at t = 0 to one side of φ (:class:`~boltzclf.evaluation.molecular_samples.PhiSide`), so that the
+    rare side needs no lineage to cross into it; independent seeds, so the standard errors add in
+    quadrature. Returns ``dF_phi``, ``dF_phi_se``, per side ``log_z`` ± SE, its groups' values, ESS and
+    evaluation counts, and the summed ``wall_s``, ``n_model_evals``, ``n_target_evals``."""
+    def compute() -> dict:
+        native = float(chirality(torch.as_tensor(problem.system.positions, dtype=torch.float64)[None])[0])
+        sides, started = {}, time.perf_counter()
+        for offset, (name, side) in enumerate((("phi_positive", 1), ("phi_negative", -1))):
+            generator = torch.Generator().manual_seed(options.seed + 1 + offset)
+            diagnostics = draw(problem, options.sample_config("smc", target), generator,
+                               region=PhiSide(native, side))["diagnostics"]
+            sides[name] = {key: diagnostics[key] for key in SIDE_KEYS}
+        positive, negative = sides["phi_positive"], sides["phi_negative"]
+        return {"dF_phi": negative["log_z"] - positive["log_z"],
+                "dF_phi_se": math.hypot(positive["log_z_se"], negative["log_z_se"]),
+                "wall_s": time.perf_counter() - started,
+                **{key: sum(side[key] for side in sides.values()) for key in ("n_model_evals", "n_target_evals")},
+                **sides}
+    return _cached(path, compute)
 
 
 def _sample(problem, sampler: str, options: SamplerOptions, reference: Reference, run_dir: Path
             ) -> tuple[dict, dict]:
+    """One sampler's metrics and its per-sample arrays; SMC's ΔF_φ from the confined walks
+    (:func:`_with_sides`)."""
+    record, arrays = _draw_and_measure(problem, sampler, options, reference, run_dir)
+    if sampler == "smc":
+        sides = _side_free_energy(problem, options, "exact", run_dir / "smc_sides.json")
+        record = _with_sides(record, sides, reference)
+    return record, arrays
+
+
+def _draw_and_measure(problem, sampler: str, options: SamplerOptions, reference: Reference, run_dir: Path
+                      ) -> tuple[dict, dict]:
     """One sampler's metrics (cached in ``run_dir/<sampler>.json``) and its per-sample arrays."""
     record_path, arrays_path = run_dir / f"{sampler}.json", run_dir / f"{sampler}.npz"
     if record_path.exists() and arrays_path.exists():
@@ -320,6 +365,18 @@ def _sample(problem, sampler: str, options: SamplerOptions, reference: Reference
     atomic.save_npz(arrays_path, **saved)
     atomic.write_json(record_path, record)
     return json.loads(record_path.read_text()), saved  # as a resumed run reads it (non-finite values: null)
+
+
+def _with_sides(record: dict, sides: dict, reference: Reference) -> dict:
+    """An SMC record whose ΔF_φ is the confined walks' (the pooled particles' is kept as
+    ``dF_phi_particles``), with their wall time and evaluations added to the record's."""
+    combined = math.hypot(sides["dF_phi_se"], reference.dF_phi_se)
+    error = sides["dF_phi"] - reference.dF_phi
+    return {**record, "dF_phi_particles": record["dF_phi"], "dF_phi_particles_se": record["dF_phi_se"],
+            "dF_phi": sides["dF_phi"], "dF_phi_se": sides["dF_phi_se"], "dF_phi_error": error,
+            "dF_phi_z": error / combined, "wall_s": record["wall_s"] + sides["wall_s"],
+            "n_model_evals": record["n_model_evals"] + sides["n_model_evals"],
+            "n_energy_evals": record["n_energy_evals"] + sides["n_target_evals"], "sides": sides}
 
 
 def _model_evals(diagnostics: dict, sampler: str, options: SamplerOptions) -> int:
@@ -379,8 +436,9 @@ def markdown_report(results: dict, workflow: BoltzmannGeneratorWorkflow) -> str:
                          f"{fmt(s['pmf_error'], '.3g')} | {fmt(s['t_w2'], '.3g')} | {fmt(s['e_w2'], '.3g')} | "
                          f"{fmt(s['wall_s'], '.0f')} |")
     lines += ["", "ESS/N: Kish ESS of the weights (smc, reweighting, learned U) or n_eff/N of the basin populations "
-              "(Langevin chains); lineages: distinct SMC ancestors (or walkers) left. z: (ΔF − ΔF_ref) / combined SE; "
-              "ΔF is undefined (–) when no weighted sample has φ > 0. basin TV: ½ Σ |p − p_ref| over the "
-              "C7eq/C5/αR/αL populations.", ""]
+              "(Langevin chains); lineages: distinct SMC ancestors (or walkers) left. z: (ΔF − ΔF_ref) / combined SE. "
+              "ΔF of smc and of the learned U: −ln(Ẑ₊/Ẑ₋) of two SMC walks, each confined at t = 0 to one side of φ; "
+              "of the other samplers: from their samples, undefined (–) when no weighted sample has φ > 0. "
+              "basin TV: ½ Σ |p − p_ref| over the C7eq/C5/αR/αL populations.", ""]
     return "\n".join(lines)
 

@@ -43,7 +43,7 @@ from boltzclf.sampling.distributed_smc import distributed_smc
 from boltzclf.sampling.kernels import DiffusionKernels
 from boltzclf.sampling.langevin import run_langevin
 from boltzclf.sampling.ode import FlowSolver, probability_flow_sample
-from boltzclf.sampling.paths import LearnedPath
+from boltzclf.sampling.paths import ConfinedPath, LearnedPath
 from boltzclf.sampling.replica import ReplicaSettings, replica_exchange
 from boltzclf.sampling.smc import SMCSettings, diffusion_ais, smc
 from boltzclf.training.config import build_target
@@ -168,10 +168,19 @@ def _require_target(problem: SamplingProblem, config: SampleConfig) -> None:
                             "model has none; use --target model")
 
 
-def draw(problem: SamplingProblem, config: SampleConfig, generator: torch.Generator) -> dict:
-    """Run ``config.sampler``; returns ``{"arrays": samples, log_weights, ancestors, "diagnostics": ...}``."""
+def draw(problem: SamplingProblem, config: SampleConfig, generator: torch.Generator, region=None) -> dict:
+    """Run ``config.sampler``; returns ``{"arrays": samples, log_weights, ancestors, "diagnostics": ...}``.
+
+    ``region`` (``smc`` only): confine the walk's final target to it
+    (:class:`~boltzclf.sampling.paths.ConfinedPath`; ``contains``, ``coordinate`` and ``width(σ)``,
+    the tilt's width at noise level σ), so that log Z estimates the region's normaliser.
+    """
     _require_target(problem, config)
     target = problem.target if config.target == "exact" else None
+    if region is not None:
+        if config.sampler != "smc":
+            raise ValueError(f"a region confines SMC only, not {config.sampler}")
+        return _smc(problem.model, target, config, generator, problem.physics, region)
     return _SAMPLERS[config.sampler](problem.model, target, config, generator, problem.physics)
 
 
@@ -231,6 +240,15 @@ def _path_and_kernels(model, target, config: SampleConfig, score_only: bool = Fa
     return path, kernels
 
 
+def _level_sigmas(model, path) -> torch.Tensor:
+    """Noise level σ(t_k) = γ/α (data units) of every level of a learned path, bridges included (the
+    bottom bridge's levels sit at t_min, the top bridge's at the last level)."""
+    if isinstance(path, BridgedPath):
+        inner = model.process.sigma(path.path.times)
+        return torch.cat([inner[:1].expand(path.n_bridge), inner, inner[-1:].expand(path.n_top)])
+    return model.process.sigma(path.times)
+
+
 def _weighted_outcome(result) -> dict:
     diagnostics = {
         "log_z": result.log_z, "log_z_se": result.log_z_se, "log_z_groups": result.log_z_groups.tolist(),
@@ -243,12 +261,14 @@ def _weighted_outcome(result) -> dict:
             "diagnostics": diagnostics}
 
 
-def _smc(model, target, config: SampleConfig, generator, physics: Physics) -> dict:
+def _smc(model, target, config: SampleConfig, generator, physics: Physics, region=None) -> dict:
     if config.bridge_levels:
         path, kernels = _path_and_kernels(model, None, config)
         path, kernels = BridgedPath(path, target, config.bridge_levels), BridgeKernels(kernels, config.bridge_levels)
     else:
         path, kernels = _path_and_kernels(model, target, config)
+    if region is not None:
+        path = ConfinedPath(path, region, region.width(_level_sigmas(model, path)))
     settings = SMCSettings(config.n, config.groups, config.resample_threshold, config.no_resample_last,
                            config.mcmc_steps, mcmc_last=config.bridge_levels, mcmc_step_size=config.step_size)
     if distributed.world_size() == 1:

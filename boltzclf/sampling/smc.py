@@ -144,7 +144,7 @@ def smc(path, kernels, settings: SMCSettings, generator: torch.Generator, dtype:
         log_w = torch.where(broken, -math.inf, log_w)
         x, logp, score = x_new, logp_new, score_new
         grouped = log_w.reshape(groups, per_group)
-        trace["ess"].append(float(effective_sample_size(grouped).mean()))
+        trace["ess"].append(float(torch.nan_to_num(effective_sample_size(grouped)).mean()))  # all weights 0: 0
         threshold = settings.resample_threshold if k >= settings.no_resample_last else 0.0
         indices, resampled = resample_groups(grouped, threshold, generator)
         trace["resampled"].append(float(resampled.double().mean()))
@@ -162,7 +162,9 @@ def smc(path, kernels, settings: SMCSettings, generator: torch.Generator, dtype:
     grouped = log_w.reshape(groups, per_group)
     log_z_groups += torch.logsumexp(grouped, 1) - math.log(per_group)
     log_z, log_z_se = pooled_log_z(log_z_groups)
-    pooled = (grouped - torch.logsumexp(grouped, 1, keepdim=True) + log_z_groups[:, None]).reshape(-1)
+    normalised = grouped - torch.logsumexp(grouped, 1, keepdim=True)  # NaN in a group whose weights are all 0
+    pooled = torch.where(torch.isfinite(log_z_groups)[:, None], normalised + log_z_groups[:, None], -math.inf)
+    pooled = pooled.reshape(-1)
     return SMCResult(
         samples=x, log_weights=pooled - torch.logsumexp(pooled, 0), ancestors=ancestors,
         log_z=log_z, log_z_se=log_z_se, log_z_groups=log_z_groups,
