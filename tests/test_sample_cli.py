@@ -41,6 +41,19 @@ def test_each_sampler_writes_weighted_samples_and_diagnostics(sampler, trained, 
     assert (out / "samples.npz").stat().st_mtime_ns == before
 
 
+def test_mcmc_on_path_adds_the_moves_at_every_level_above_the_bridge(trained, tmp_path):
+    counts = {}
+    for name, extra in (("bridge_only", []), ("on_path", ["--mcmc-on-path"])):
+        out = tmp_path / name
+        assert main(["sample", str(trained), "--sampler", "smc", "--n", "64", "--out", str(out), "--mcmc-steps", "1",
+                     "--bridge-levels", "2", *extra]) == 0
+        diagnostics = json.loads((out / "diagnostics.json").read_text())
+        counts[name] = diagnostics["n_model_evals"], sum(a is not None for a in diagnostics["acceptance"])
+    # 9 moves: 7 down the model's 8 levels, 2 through the bridge; one MALA proposal per particle and move
+    assert counts["bridge_only"][1] == 2 and counts["on_path"][1] == 9
+    assert counts["on_path"][0] - counts["bridge_only"][0] == 64 * 7
+
+
 def test_same_seed_same_samples(trained, tmp_path):
     for name in ("a", "b"):
         assert main(["sample", str(trained), "--sampler", "smc", "--n", "64", "--out", str(tmp_path / name)]) == 0
@@ -54,6 +67,7 @@ def test_same_seed_same_samples(trained, tmp_path):
     (["--levels", "1"], "--levels"),
     (["--step-size", "0"], "--step-size"),
     (["--sampler", "replica", "--n", "64", "--walkers", "24"], "--walkers"),
+    (["--mcmc-on-path"], "--mcmc-on-path"),
 ])
 def test_bad_options_exit_2_with_one_clear_line(options, message, trained, tmp_path, capsys):
     out = tmp_path / "bad"

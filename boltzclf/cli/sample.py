@@ -58,6 +58,8 @@ def register(subparsers) -> None:
     parser.add_argument("--bridge-levels", type=int, default=0,
                         help="smc: anneal from the learned first level to the exact target over this many levels, "
                              "with the --mcmc-steps MALA moves there")
+    parser.add_argument("--mcmc-on-path", action="store_true",
+                        help="smc with --bridge-levels: the MALA moves at every level of the path too")
     parser.add_argument("--step-size", type=float, default=_DEFAULTS["step_size"], help="MALA step size h")
     parser.add_argument("--langevin-steps", type=int, default=_DEFAULTS["langevin_steps"])
     parser.add_argument("--integrator", choices=("mala", "baoab", "ghmc"), default=_DEFAULTS["integrator"])

@@ -90,7 +90,9 @@ class SamplerOptions:
     particles, groups, levels, resample_threshold, bridge_levels, mcmc_steps, step_size: SMC
     (``levels`` log-SNR spaced path levels, 0 = the model's grid; ``bridge_levels`` annealing levels
     from the learned first level to the true density, :mod:`boltzclf.sampling.bridge`, with
-    ``mcmc_steps`` MALA moves of initial ``step_size`` (nm², adapted) at each). reweighting_particles,
+    ``mcmc_steps`` MALA moves of initial ``step_size`` (nm², adapted) at each). side_mcmc_steps: MALA
+    moves at every level of the SMC walks confined to one side of φ (which resample all along the path
+    and, without moves, end on a dozen lineages whose log Ẑ varies by ± 5 kT). reweighting_particles,
     ode_steps: probability-flow samples (RK4, exact divergence) weighted by the true density.
     walkers, langevin_steps, dt (ps), friction (1/ps), record_every, integrator: Langevin on the
     learned U(t_min, ·) with atomic masses, started from SMC samples of the learned density itself.
@@ -104,6 +106,7 @@ class SamplerOptions:
     bridge_levels: int = 32
     mcmc_steps: int = 4
     step_size: float = 1e-6
+    side_mcmc_steps: int = 2
     reweighting_particles: int = 1024
     ode_steps: int = 0
     walkers: int = 64
@@ -114,14 +117,17 @@ class SamplerOptions:
     integrator: Literal["baoab", "mala"] = "baoab"
     seed: int = 0
 
-    def sample_config(self, sampler: str, target: str = "exact") -> SampleConfig:
-        """The :class:`~boltzclf.pipelines.sampling.SampleConfig` of one sampler."""
+    def sample_config(self, sampler: str, target: str = "exact", confined: bool = False) -> SampleConfig:
+        """The :class:`~boltzclf.pipelines.sampling.SampleConfig` of one sampler (``confined``: of an SMC
+        walk confined to one side of φ, with ``side_mcmc_steps`` MALA moves at every level)."""
         common = {"seed": self.seed, "levels": self.levels}
         if sampler == "smc":
             bridge = self.bridge_levels if target == "exact" else 0
+            moves = self.side_mcmc_steps if confined else (self.mcmc_steps if bridge else 0)
             return SampleConfig("smc", n=self.particles, target=target, groups=self.groups,
-                                resample_threshold=self.resample_threshold, bridge_levels=bridge,
-                                mcmc_steps=self.mcmc_steps if bridge else 0, step_size=self.step_size, **common)
+                                resample_threshold=self.resample_threshold, bridge_levels=bridge, mcmc_steps=moves,
+                                mcmc_on_path=confined and bridge > 0 and moves > 0, step_size=self.step_size,
+                                **common)
         if sampler == "reweighting":
             return SampleConfig("ode", n=self.reweighting_particles, ode_steps=self.ode_steps, **common)
         return SampleConfig("langevin", n=self.walkers, target="model", langevin_steps=self.langevin_steps,
@@ -305,15 +311,15 @@ def _learned_basins(problem, options: SamplerOptions, reference: Reference, run_
 def _side_free_energy(problem, options: SamplerOptions, target: str, path: Path) -> dict:
     """ΔF(φ > 0 vs φ < 0) = −ln(Ẑ₊ / Ẑ₋) [kT] from two SMC walks (cached in ``path``), each confined
     at t = 0 to one side of φ (:class:`~boltzclf.evaluation.molecular_samples.PhiSide`), so that the
-    rare side needs no lineage to cross into it; independent seeds, so the standard errors add in
-    quadrature. Returns ``dF_phi``, ``dF_phi_se``, per side ``log_z`` ± SE, its groups' values, ESS and
+    rare side needs no lineage to cross into it, with MALA moves at every level; independent seeds, so
+    the standard errors add in quadrature. Returns ``dF_phi``, ``dF_phi_se``, per side ``log_z`` ± SE, its groups' values, ESS and
     evaluation counts, and the summed ``wall_s``, ``n_model_evals``, ``n_target_evals``."""
     def compute() -> dict:
         native = float(chirality(torch.as_tensor(problem.system.positions, dtype=torch.float64)[None])[0])
         sides, started = {}, time.perf_counter()
         for offset, (name, side) in enumerate((("phi_positive", 1), ("phi_negative", -1))):
             generator = torch.Generator().manual_seed(options.seed + 1 + offset)
-            diagnostics = draw(problem, options.sample_config("smc", target), generator,
+            diagnostics = draw(problem, options.sample_config("smc", target, confined=True), generator,
                                region=PhiSide(native, side))["diagnostics"]
             sides[name] = {key: diagnostics[key] for key in SIDE_KEYS}
         positive, negative = sides["phi_positive"], sides["phi_negative"]

@@ -64,8 +64,9 @@ class SampleConfig:
     grid). kernel, posterior_variance: reverse kernel. groups, resample_threshold, no_resample_last,
     mcmc_steps, step_size: SMC settings (step_size is also the MALA step). bridge_levels: SMC with an
     exact target only: anneal from the learned first level to the target over this many extra levels
-    (:mod:`boltzclf.sampling.bridge`), with the mcmc_steps MALA moves at those levels only (0: the
-    target replaces the first level in one move, and MALA moves, if any, run at every level). langevin_steps,
+    (:mod:`boltzclf.sampling.bridge`), with the mcmc_steps MALA moves at those levels only, or at every
+    level with mcmc_on_path (0: the target replaces the first level in one move, and MALA moves, if any,
+    run at every level). langevin_steps,
     integrator, dt, friction: Langevin on U(t_0, ·) (toy targets: unit masses, kT = 1; molecules: amu,
     the system's temperature, ps and 1/ps), started (``start``) from ancestral samples or from
     ``start_particles`` SMC particles of the model's own first-level density resampled to n walkers
@@ -88,6 +89,7 @@ class SampleConfig:
     no_resample_last: int = 0
     mcmc_steps: int = 0
     bridge_levels: int = 0
+    mcmc_on_path: bool = False
     step_size: float = 1e-3
     langevin_steps: int = 1000
     integrator: Literal["baoab", "mala", "ghmc"] = "mala"
@@ -111,6 +113,8 @@ class SampleConfig:
         require(self.bridge_levels >= 0, "bridge_levels", "must be >= 0")
         require(self.bridge_levels == 0 or (self.sampler == "smc" and self.target == "exact"), "bridge_levels",
                 "bridges lead to an exact target: only for sampler smc with target exact")
+        require(not self.mcmc_on_path or self.bridge_levels > 0, "mcmc_on_path",
+                "only with bridge_levels (without a bridge the MALA moves run at every level already)")
         require(self.step_size > 0 and self.dt > 0 and self.friction > 0, "step_size",
                 "step_size, dt and friction must be positive")
         require(self.langevin_steps >= 1, "langevin_steps", "must be >= 1")
@@ -270,7 +274,8 @@ def _smc(model, target, config: SampleConfig, generator, physics: Physics, regio
     if region is not None:
         path = ConfinedPath(path, region, region.width(_level_sigmas(model, path)))
     settings = SMCSettings(config.n, config.groups, config.resample_threshold, config.no_resample_last,
-                           config.mcmc_steps, mcmc_last=config.bridge_levels, mcmc_step_size=config.step_size)
+                           config.mcmc_steps, mcmc_last=0 if config.mcmc_on_path else config.bridge_levels,
+                           mcmc_step_size=config.step_size)
     if distributed.world_size() == 1:
         return _weighted_outcome(smc(path, kernels, settings, generator, device=model.levels.device, progress=True))
     result = distributed_smc(path, kernels, settings, config.seed, device=model.levels.device,

@@ -58,7 +58,8 @@ def boltzmann_generator_report(reference, samples: dict, results: dict, title: s
             s, r = samples[(method, "smc")], results[method]["smc"]
             _ramachandran(ax, fig, s["angles"], s["log_w"],
                           f"{method}: SMC to the true density, ESS/N {fmt(r['ess'], '.3f')}\n"
-                          f"ΔF_φ = {fmt(r['dF_phi'], '.2f')} ± {fmt(r['dF_phi_se'], '.2f')} kT")
+                          f"ΔF_φ = {fmt(r['dF_phi'], '.2f')} ± {fmt(r['dF_phi_se'], '.2f')} kT"
+                          f"{' (walks confined to each side)' if 'sides' in r else ''}")
         else:
             ax.axis("off")
     for ax in axes[0, 1 + len(methods):]:

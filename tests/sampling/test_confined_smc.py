@@ -7,6 +7,7 @@ the 2 % back.
 """
 import math
 
+import pytest
 import torch
 
 from boltzclf.diffusion import VariancePreserving, log_snr_grid
@@ -56,14 +57,16 @@ def _exact_log_z(side: int) -> float:
     return float(torch.log((TARGET.weights * z).sum()))
 
 
-def _confined_smc(side: int, generator, path_class=ConfinedPath, widths=NOISE_WIDTHS):
+def _confined_smc(side: int, generator, path_class=ConfinedPath, widths=NOISE_WIDTHS, settings=SETTINGS):
     path = path_class(LearnedPath(MODEL, final_target=TARGET), HalfSpace(side), widths)
     kernels = DiffusionKernels(VP, TIMES, MODEL, 1.0, "ddpm", "isotropic")
-    return smc(path, kernels, SETTINGS, generator, dtype=torch.float64)
+    return smc(path, kernels, settings, generator, dtype=torch.float64)
 
 
-def test_each_side_gives_its_exact_normaliser_and_their_free_energy_difference(generator):
-    light, heavy = _confined_smc(+1, generator), _confined_smc(-1, generator)
+@pytest.mark.parametrize("moves", [0, 2])
+def test_each_side_gives_its_exact_normaliser_and_their_free_energy_difference(moves, generator):
+    settings = SMCSettings(n_particles=2048, n_groups=16, mcmc_steps=moves, mcmc_step_size=1e-3)
+    light, heavy = _confined_smc(+1, generator, settings=settings), _confined_smc(-1, generator, settings=settings)
     for side, result in ((+1, light), (-1, heavy)):
         assert abs(result.log_z - _exact_log_z(side)) <= 3 * result.log_z_se, (side, result.log_z, result.log_z_se)
         outside = side * result.samples[:, 0] < 0
@@ -73,6 +76,8 @@ def test_each_side_gives_its_exact_normaliser_and_their_free_energy_difference(g
     se = math.hypot(light.log_z_se, heavy.log_z_se)
     exact = _exact_log_z(-1) - _exact_log_z(+1)  # ln 49 = 3.89 kT
     assert abs(delta_f - exact) <= 3 * se and se < 0.1, (delta_f, exact, se)
+    if moves:  # MALA under the tilted levels: exact estimates above, a sane acceptance here
+        assert 0.3 < float(light.acceptance.nanmean()) < 0.95
 
 
 def test_a_tilt_sharper_than_the_noise_loses_the_mass_the_noising_kernel_carries_out(generator):
