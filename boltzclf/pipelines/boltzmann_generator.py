@@ -20,8 +20,9 @@ Stages, each resumable (a finished stage is reused when the command is run again
 4. **Metrics** (:mod:`boltzclf.evaluation.molecular_samples`) of every method × sampler against the
    reference, into ``OUT/results.json``, ``OUT/report.png`` and ``OUT/report.md``.
 
-Each sampler's record (``OUT/<method>/<sampler>.json``, the unconfined walk's for SMC) and samples (``<sampler>.npz``: φ/ψ,
-log-weights, clusters, true energies) are kept; delete a record to redo that sampler.
+Each sampler's record (``OUT/<method>/<sampler>.json``, the unconfined walk's for SMC) and samples
+(``<sampler>.npz``: φ/ψ, log-weights, clusters, true energies) are kept; delete a record to redo that
+sampler.
 
 Under ``torchrun`` the reference dynamics share their walkers over the processes and every process
 trains (DDP); rank 0 alone samples, measures and writes, and the others return an empty mapping.
@@ -312,8 +313,9 @@ def _side_free_energy(problem, options: SamplerOptions, target: str, path: Path)
     """ΔF(φ > 0 vs φ < 0) = −ln(Ẑ₊ / Ẑ₋) [kT] from two SMC walks (cached in ``path``), each confined
     at t = 0 to one side of φ (:class:`~boltzclf.evaluation.molecular_samples.PhiSide`), so that the
     rare side needs no lineage to cross into it, with MALA moves at every level; independent seeds, so
-    the standard errors add in quadrature. Returns ``dF_phi``, ``dF_phi_se``, per side ``log_z`` ± SE, its groups' values, ESS and
-    evaluation counts, and the summed ``wall_s``, ``n_model_evals``, ``n_target_evals``."""
+    the standard errors add in quadrature. Returns ``dF_phi``, ``dF_phi_se``, per side (``phi_positive``,
+    ``phi_negative``) ``log_z`` ± SE, its groups' values, ESS and evaluation counts, and the summed
+    ``wall_s``, ``n_model_evals``, ``n_target_evals``."""
     def compute() -> dict:
         native = float(chirality(torch.as_tensor(problem.system.positions, dtype=torch.float64)[None])[0])
         sides, started = {}, time.perf_counter()
@@ -442,9 +444,10 @@ def markdown_report(results: dict, workflow: BoltzmannGeneratorWorkflow) -> str:
                          f"{fmt(s['pmf_error'], '.3g')} | {fmt(s['t_w2'], '.3g')} | {fmt(s['e_w2'], '.3g')} | "
                          f"{fmt(s['wall_s'], '.0f')} |")
     lines += ["", "ESS/N: Kish ESS of the weights (smc, reweighting, learned U) or n_eff/N of the basin populations "
-              "(Langevin chains); lineages: distinct SMC ancestors (or walkers) left. z: (ΔF − ΔF_ref) / combined SE. "
-              "ΔF of smc and of the learned U: −ln(Ẑ₊/Ẑ₋) of two SMC walks, each confined at t = 0 to one side of φ; "
-              "of the other samplers: from their samples, undefined (–) when no weighted sample has φ > 0. "
+              "(Langevin chains); lineages: distinct SMC ancestors (or walkers) left. "
+              "z: (ΔF − ΔF_ref) / combined SE. ΔF of smc and of the learned U: −ln(Ẑ₊/Ẑ₋) of two SMC walks, "
+              "each confined at t = 0 to one side of φ; of the other samplers: from their samples, undefined (–) "
+              "when no weighted sample has φ > 0. "
               "basin TV: ½ Σ |p − p_ref| over the C7eq/C5/αR/αL populations.", ""]
     return "\n".join(lines)
 

@@ -92,11 +92,11 @@ class ConfinedPath:
     Any tilt that is positive everywhere leaves SMC exact; its shape sets the variance. The ideal tilt
     is Doob's h-transform h_k(x) = P(x_0 ∈ R | x_k = x), which is flat at high noise and sharpens to
     1_R as the noise vanishes; the logistic with w_k ∝ the noise level σ(t_k) imitates it. A move
-    k+1 → k is weighted with π̃_k(x_k) L_k(x_{k+1} | x_k) / π̃_{k+1}(x_{k+1}), so where the upper
-    level's tilt is far sharper than the noising kernel L_k's spread, the mass that L_k carries out of
-    R is only ever recovered by rare particles coming back, and a finite run misses it: with the
-    indicator, or a fixed sharp tilt, at every level, log Ẑ_R comes out several kT low whatever the
-    number of particles (``tests/sampling/test_confined_smc.py`` shows both).
+    k+1 → k is weighted with π̃_k(x_k) L_k(x_{k+1} | x_k) / π̃_{k+1}(x_{k+1}), and the noising kernel
+    L_k carries mass from inside R across its border. With the indicator at every level, π̃_{k+1} = 0
+    there and that mass is lost outright (the weights are no longer unbiased); with a fixed sharp tilt
+    it is recovered only by rare particles that come back, which a run of affordable size misses. Both
+    put log Ẑ_R several kT low (``tests/sampling/test_confined_smc.py``).
 
     Parameters
     ----------
