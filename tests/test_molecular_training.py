@@ -239,3 +239,22 @@ def test_train_cli_on_a_trajectory_then_sample_cli(trajectory, tmp_path, capsys)
     assert langevin["samples"].shape == (8, 5, 3)  # 2 recorded frames x 4 walkers, step-major
     clusters = langevin["ancestors"].tolist()  # each walker keeps the SMC lineage it was started from
     assert clusters[:4] == clusters[4:] and all(0 <= c < 16 for c in clusters)
+
+
+def test_a_run_trained_with_relative_paths_is_sampled_from_another_directory(trajectory, tmp_path):
+    import yaml
+    spec = {"data": {"system": "systems/alanine_dipeptide_vacuum.yaml", "trajectory": str(trajectory)},
+            "process": {"kind": "edm"}, "grid": {"kind": "karras", "n_levels": 8, "t_min": 2e-3, "t_max": 2.0},
+            "model": {"kind": "pairwise", "hidden": 16, "n_layers": 1, "time_dim": 8},
+            "training": {"steps": 2, "batch_size": 8, "checkpoint_every": 2, "log_every": 2},
+            "evaluation": {"n_samples": 16}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)  # the system path is relative to the repository
+        assert main(["train", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "run")]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)  # where systems/... does not exist
+        _, config = load_trained(tmp_path / "run", CPU)
+        assert config.data.system == str(REPO / "systems" / "alanine_dipeptide_vacuum.yaml")
+        assert main(["sample", str(tmp_path / "run"), "--sampler", "smc", "--n", "16", "--groups", "2",
+                     "--out", str(tmp_path / "smc")]) == 0

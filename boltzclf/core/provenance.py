@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -65,4 +66,5 @@ def collect(seed: int | None, device: str, inputs: Iterable[str | Path] = ()) ->
         "platform": platform.platform(),
         "packages": package_versions(),
         "inputs": {str(p): sha256(p) for p in inputs},
+        "cwd": os.getcwd(),  # what the run's relative paths are relative to
     }

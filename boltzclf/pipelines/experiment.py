@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Callable
@@ -97,11 +98,31 @@ def evaluate_experiment(model, config: ExperimentConfig) -> dict:
     return evaluate(model, build_target(config.target), _end_target(config), ev.n_samples, ev.n_levels, ev.seed)
 
 
+def _data_paths_from_run(config: ExperimentConfig, run_dir: Path) -> ExperimentConfig:
+    """``config`` with its relative data paths (system, trajectory) that do not exist from here made
+    absolute against the directory the run was started from (``metadata.json``'s ``cwd``), so that a
+    run can be sampled from anywhere."""
+    metadata = run_dir / "metadata.json"
+    if config.data is None or not metadata.exists():
+        return config
+    started_in = json.loads(metadata.read_text()).get("cwd")
+    if started_in is None:  # runs made before the directory was recorded
+        return config
+
+    def resolved(value):
+        if value is None or Path(value).is_absolute() or Path(value).exists():
+            return value
+        return str(Path(started_in) / value)
+
+    return dataclasses.replace(config, data=dataclasses.replace(
+        config.data, system=resolved(config.data.system), trajectory=resolved(config.data.trajectory)))
+
+
 def load_trained(run_dir: str | Path, device: torch.device):
     """The evaluation model (EMA weights if present) and config of a finished run directory."""
     path = Path(run_dir) / "checkpoint.pt"
     state = checkpoint.load(path)
-    config = from_mapping(ExperimentConfig, state["config"], f"{path}: config")
+    config = _data_paths_from_run(from_mapping(ExperimentConfig, state["config"], f"{path}: config"), Path(run_dir))
     model = build_trained_model(config)
     checkpoint.load_weights(model, state["ema"] if state["ema"] is not None else state["model"], path)
     if state["step"] < config.training.steps:
