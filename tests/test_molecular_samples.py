@@ -199,3 +199,17 @@ def test_missing_reference_run_is_refused_before_the_output_exists(tmp_path, cap
         assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "reference.run" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_sampler_options_put_the_mala_moves_where_each_walk_needs_them():
+    from boltzclf.pipelines.boltzmann_generator import SamplerOptions
+    options = SamplerOptions(bridge_levels=8, mcmc_steps=3)
+    bridge_only = options.sample_config("smc")
+    assert (bridge_only.mcmc_steps, bridge_only.mcmc_on_path) == (3, False)
+    on_path = SamplerOptions(bridge_levels=8, mcmc_steps=3, mcmc_on_path=True).sample_config("smc")
+    assert (on_path.mcmc_steps, on_path.mcmc_on_path, on_path.bridge_levels) == (3, True, 8)
+    own_levels = options.sample_config("smc", target="model")  # the learned density's populations: no moves
+    assert (own_levels.mcmc_steps, own_levels.bridge_levels) == (0, 0)
+    for target in ("exact", "model"):  # a confined walk moves at every level, whatever mcmc_on_path says
+        confined = options.sample_config("smc", target=target, confined=True)
+        assert confined.mcmc_steps == 3 and confined.mcmc_on_path == (target == "exact")

@@ -91,9 +91,11 @@ class SamplerOptions:
     particles, groups, levels, resample_threshold, bridge_levels, mcmc_steps, step_size: SMC
     (``levels`` log-SNR spaced path levels, 0 = the model's grid; ``bridge_levels`` annealing levels
     from the learned first level to the true density, :mod:`boltzclf.sampling.bridge`, with
-    ``mcmc_steps`` MALA moves of initial ``step_size`` (nm², adapted) at each). side_mcmc_steps: MALA
-    moves at every level of the SMC walks confined to one side of φ (which resample all along the path
-    and, without moves, end on a dozen lineages whose log Ẑ varies by ± 5 kT). reweighting_particles,
+    ``mcmc_steps`` MALA moves of initial ``step_size`` (nm², adapted) at each). mcmc_on_path: the SMC
+    to the true density makes its ``mcmc_steps`` moves at every level, not only in the bridge. The
+    walks confined to one side of φ always do (they resample all along the path and, without moves,
+    end on a dozen lineages whose log Ẑ varies by ± 5 kT); the walk down the learned density's own
+    levels (its populations, the Langevin start) makes none. reweighting_particles,
     ode_steps: probability-flow samples (RK4, exact divergence) weighted by the true density.
     walkers, langevin_steps, dt (ps), friction (1/ps), record_every, integrator: Langevin on the
     learned U(t_min, ·) with atomic masses, started from SMC samples of the learned density itself.
@@ -107,7 +109,7 @@ class SamplerOptions:
     bridge_levels: int = 32
     mcmc_steps: int = 4
     step_size: float = 1e-6
-    side_mcmc_steps: int = 2
+    mcmc_on_path: bool = False
     reweighting_particles: int = 1024
     ode_steps: int = 0
     walkers: int = 64
@@ -120,14 +122,15 @@ class SamplerOptions:
 
     def sample_config(self, sampler: str, target: str = "exact", confined: bool = False) -> SampleConfig:
         """The :class:`~boltzclf.pipelines.sampling.SampleConfig` of one sampler (``confined``: of an SMC
-        walk confined to one side of φ, with ``side_mcmc_steps`` MALA moves at every level)."""
+        walk confined to one side of φ, with ``mcmc_steps`` MALA moves at every level)."""
         common = {"seed": self.seed, "levels": self.levels}
         if sampler == "smc":
             bridge = self.bridge_levels if target == "exact" else 0
-            moves = self.side_mcmc_steps if confined else (self.mcmc_steps if bridge else 0)
+            moves = self.mcmc_steps if bridge or confined else 0
+            everywhere = confined or self.mcmc_on_path
             return SampleConfig("smc", n=self.particles, target=target, groups=self.groups,
                                 resample_threshold=self.resample_threshold, bridge_levels=bridge, mcmc_steps=moves,
-                                mcmc_on_path=confined and bridge > 0 and moves > 0, step_size=self.step_size,
+                                mcmc_on_path=everywhere and bridge > 0 and moves > 0, step_size=self.step_size,
                                 **common)
         if sampler == "reweighting":
             return SampleConfig("ode", n=self.reweighting_particles, ode_steps=self.ode_steps, **common)
