@@ -103,8 +103,9 @@ class PhiSide:
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         """φ ``(B,)`` [rad] in the reference hand of configurations ``(B, 22, 3)`` (differentiable)."""
         x = x.to(torch.float64)
-        hand = chirality(x.detach()) * self.native_sign
-        return dihedral(x, torch.tensor([ALDP_PHI], device=x.device))[:, 0] * hand
+        native_hand = chirality(x.detach()) == self.native_sign  # as match_chirality decides it
+        phi = dihedral(x, torch.tensor([ALDP_PHI], device=x.device))[:, 0]
+        return torch.where(native_hand, phi, -phi)
 
     def contains(self, x: torch.Tensor) -> torch.Tensor:
         phi = self.phi(x.detach())

@@ -22,7 +22,8 @@ Stages, each resumable (a finished stage is reused when the command is run again
 
 Each sampler's record (``OUT/<method>/<sampler>.json``, the unconfined walk's for SMC) and samples
 (``<sampler>.npz``: φ/ψ, log-weights, clusters, true energies) are kept; delete a record to redo that
-sampler.
+sampler (and ``smc_sides.json`` / ``learned_sides.json`` to redo the confined walks, whose ΔF_φ the
+``smc`` and ``learned_*`` entries report; ``learned_basins.json`` holds the learned populations).
 
 Under ``torchrun`` the reference dynamics share their walkers over the processes and every process
 trains (DDP); rank 0 alone samples, measures and writes, and the others return an empty mapping.
@@ -126,7 +127,7 @@ class SamplerOptions:
         common = {"seed": self.seed, "levels": self.levels}
         if sampler == "smc":
             bridge = self.bridge_levels if target == "exact" else 0
-            moves = self.mcmc_steps if bridge or confined else 0
+            moves = self.mcmc_steps if bridge or confined or self.mcmc_on_path else 0
             everywhere = confined or self.mcmc_on_path
             return SampleConfig("smc", n=self.particles, target=target, groups=self.groups,
                                 resample_threshold=self.resample_threshold, bridge_levels=bridge, mcmc_steps=moves,
@@ -381,11 +382,14 @@ def _draw_and_measure(problem, sampler: str, options: SamplerOptions, reference:
 def _with_sides(record: dict, sides: dict, reference: Reference) -> dict:
     """An SMC record whose ΔF_φ is the confined walks' (the pooled particles' is kept as
     ``dF_phi_particles``), with their wall time and evaluations added to the record's."""
-    combined = math.hypot(sides["dF_phi_se"], reference.dF_phi_se)
-    error = sides["dF_phi"] - reference.dF_phi
+    value, se = sides["dF_phi"], sides["dF_phi_se"]  # None (JSON null) when a side's Ẑ is 0 or one group ran
+    defined = value is not None and se is not None and math.isfinite(value) and math.isfinite(se)
+    combined = math.hypot(se, reference.dF_phi_se) if defined else math.nan
+    error = value - reference.dF_phi if defined else None
     return {**record, "dF_phi_particles": record["dF_phi"], "dF_phi_particles_se": record["dF_phi_se"],
-            "dF_phi": sides["dF_phi"], "dF_phi_se": sides["dF_phi_se"], "dF_phi_error": error,
-            "dF_phi_z": error / combined, "wall_s": record["wall_s"] + sides["wall_s"],
+            "dF_phi": value, "dF_phi_se": se, "dF_phi_error": error,
+            "dF_phi_z": error / combined if defined and combined > 0 else None,
+            "wall_s": record["wall_s"] + sides["wall_s"],
             "n_model_evals": record["n_model_evals"] + sides["n_model_evals"],
             "n_energy_evals": record["n_energy_evals"] + sides["n_target_evals"], "sides": sides}
 

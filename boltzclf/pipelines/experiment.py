@@ -99,7 +99,7 @@ def evaluate_experiment(model, config: ExperimentConfig) -> dict:
 
 
 def _data_paths_from_run(config: ExperimentConfig, run_dir: Path) -> ExperimentConfig:
-    """``config`` with its relative data paths (system, trajectory) that do not exist from here made
+    """``config`` with its relative data paths (system, trajectory, topology) that do not exist from here made
     absolute against the directory the run was started from (``metadata.json``'s ``cwd``), so that a
     run can be sampled from anywhere."""
     metadata = run_dir / "metadata.json"
@@ -115,7 +115,8 @@ def _data_paths_from_run(config: ExperimentConfig, run_dir: Path) -> ExperimentC
         return str(Path(started_in) / value)
 
     return dataclasses.replace(config, data=dataclasses.replace(
-        config.data, system=resolved(config.data.system), trajectory=resolved(config.data.trajectory)))
+        config.data, system=resolved(config.data.system), trajectory=resolved(config.data.trajectory),
+        topology=resolved(config.data.topology)))
 
 
 def load_trained(run_dir: str | Path, device: torch.device):
