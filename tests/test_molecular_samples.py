@@ -218,13 +218,13 @@ def test_sampler_options_put_the_mala_moves_where_each_walk_needs_them():
 
 
 def test_an_smc_record_with_an_undefined_side_keeps_its_other_entries():
-    from boltzclf.pipelines.boltzmann_generator import _with_sides
+    from boltzclf.pipelines.phi_sides import with_sides
     reference = Reference(np.zeros((1, 2)), None, 5.0, 0.3, {})
     record = {"dF_phi": None, "dF_phi_se": None, "wall_s": 1.0, "n_model_evals": 10, "n_energy_evals": 2}
     sides = {"dF_phi": 6.0, "dF_phi_se": 0.4, "wall_s": 2.0, "n_model_evals": 5, "n_target_evals": 3}
-    merged = _with_sides(record, sides, reference)
+    merged = with_sides(record, sides, reference)
     assert merged["dF_phi_error"] == pytest.approx(1.0) and merged["dF_phi_z"] == pytest.approx(2.0)
     assert (merged["wall_s"], merged["n_model_evals"], merged["n_energy_evals"]) == (3.0, 15, 5)
     for value, se in ((None, None), (6.0, None)):  # a side whose Ẑ is 0, or a single group (no SE): JSON null
-        merged = _with_sides(record, {**sides, "dF_phi": value, "dF_phi_se": se}, reference)
+        merged = with_sides(record, {**sides, "dF_phi": value, "dF_phi_se": se}, reference)
         assert merged["dF_phi_error"] is None and merged["dF_phi_z"] is None

@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +47,14 @@ from boltzclf.core.config import InvalidValue, apply_preset, from_mapping, load_
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.core.formatting import fmt
 from boltzclf.dynamics.output import load_frames
-from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, PhiSide, Reference, aldp_angles, \
-    backbone_angles, chirality, sample_metrics
+from boltzclf.evaluation.molecular_samples import ALDP_BACKBONE, Reference, aldp_angles, backbone_angles, \
+    sample_metrics
 from boltzclf.losses import LossConfig
 from boltzclf.openmm.system import load_system
 from boltzclf.pipelines import reference as reference_workflow
 from boltzclf.pipelines.compare import PretrainConfig, pretrain_experiment
 from boltzclf.pipelines.experiment import train_experiment, validation_losses
+from boltzclf.pipelines.phi_sides import side_free_energy, with_sides
 from boltzclf.pipelines.sampling import SampleConfig, draw, sampling_problem
 from boltzclf.plots.boltzmann_generator import boltzmann_generator_report
 from boltzclf.training.config import ExperimentConfig
@@ -64,8 +64,6 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("smc", "reweighting", "langevin", "cg_langevin")
 #: The metrics of the learned density's own samples that a method's record keeps (prefixed ``learned_``).
 LEARNED_KEYS = ("dF_phi", "dF_phi_se", "ess", "n_clusters", "populations", "populations_tv")
-#: What the record of a confined SMC walk keeps per side of φ.
-SIDE_KEYS = ("log_z", "log_z_se", "log_z_groups", "ess_final", "n_model_evals", "n_target_evals", "n_nonfinite")
 #: SampleConfig keys whose SamplerOptions counterpart has another name.
 _SAMPLE_KEYS = {"n": "particles", "start_particles": "particles"}
 
@@ -298,7 +296,8 @@ def _cached(path: Path, compute):
 def _learned_basins(problem, options: SamplerOptions, reference: Reference, run_dir: Path) -> dict:
     """ΔF(φ > 0 vs φ < 0), basin populations and ESS of the learned density at t_min (SMC down the
     model's own levels), as ``learned_*`` keys; ΔF from one confined SMC per side of φ
-    (:func:`_side_free_energy`), that of the unconfined particles as ``learned_dF_phi_particles``."""
+    (:func:`~boltzclf.pipelines.phi_sides.side_free_energy`), that of the unconfined particles as
+    ``learned_dF_phi_particles``."""
     def compute() -> dict:
         arrays = draw(problem, options.sample_config("smc", target="model"),
                       torch.Generator().manual_seed(options.seed))["arrays"]
@@ -307,45 +306,27 @@ def _learned_basins(problem, options: SamplerOptions, reference: Reference, run_
                                  arrays["ancestors"].cpu().numpy(), seed=options.seed)
         return {f"learned_{key}": metrics[key] for key in LEARNED_KEYS}
     record = _cached(run_dir / "learned_basins.json", compute)
-    sides = _side_free_energy(problem, options, "model", run_dir / "learned_sides.json")
+    sides = _sides(problem, options, "model", run_dir / "learned_sides.json")
     return {**record, "learned_dF_phi_particles": record["learned_dF_phi"],
             "learned_dF_phi_particles_se": record["learned_dF_phi_se"], "learned_dF_phi": sides["dF_phi"],
             "learned_dF_phi_se": sides["dF_phi_se"], "learned_sides": sides}
 
 
-def _side_free_energy(problem, options: SamplerOptions, target: str, path: Path) -> dict:
-    """ΔF(φ > 0 vs φ < 0) = −ln(Ẑ₊ / Ẑ₋) [kT] from two SMC walks (cached in ``path``), each confined
-    at t = 0 to one side of φ (:class:`~boltzclf.evaluation.molecular_samples.PhiSide`), so that the
-    rare side needs no lineage to cross into it, with MALA moves at every level; independent seeds, so
-    the standard errors add in quadrature. Returns ``dF_phi``, ``dF_phi_se``, per side (``phi_positive``,
-    ``phi_negative``) ``log_z`` ± SE, its groups' values, ESS and evaluation counts, and the summed
-    ``wall_s``, ``n_model_evals``, ``n_target_evals``."""
-    def compute() -> dict:
-        native = float(chirality(torch.as_tensor(problem.system.positions, dtype=torch.float64)[None])[0])
-        sides, started = {}, time.perf_counter()
-        for offset, (name, side) in enumerate((("phi_positive", 1), ("phi_negative", -1))):
-            generator = torch.Generator().manual_seed(options.seed + 1 + offset)
-            diagnostics = draw(problem, options.sample_config("smc", target, confined=True), generator,
-                               region=PhiSide(native, side))["diagnostics"]
-            sides[name] = {key: diagnostics[key] for key in SIDE_KEYS}
-        positive, negative = sides["phi_positive"], sides["phi_negative"]
-        return {"dF_phi": negative["log_z"] - positive["log_z"],
-                "dF_phi_se": math.hypot(positive["log_z_se"], negative["log_z_se"]),
-                "wall_s": time.perf_counter() - started,
-                **{key: sum(side[key] for side in sides.values()) for key in ("n_model_evals", "n_target_evals")},
-                **sides}
-    return _cached(path, compute)
-
-
 def _sample(problem, sampler: str, options: SamplerOptions, reference: Reference, run_dir: Path
             ) -> tuple[dict, dict]:
     """One sampler's metrics and its per-sample arrays; SMC's ΔF_φ from the confined walks
-    (:func:`_with_sides`)."""
+    (:func:`~boltzclf.pipelines.phi_sides.with_sides`)."""
     record, arrays = _draw_and_measure(problem, sampler, options, reference, run_dir)
     if sampler == "smc":
-        sides = _side_free_energy(problem, options, "exact", run_dir / "smc_sides.json")
-        record = _with_sides(record, sides, reference)
+        sides = _sides(problem, options, "exact", run_dir / "smc_sides.json")
+        record = with_sides(record, sides, reference)
     return record, arrays
+
+
+def _sides(problem, options: SamplerOptions, target: str, path: Path) -> dict:
+    """The confined walks' ΔF_φ record for ``target`` (``exact`` or ``model``), cached in ``path``."""
+    config = options.sample_config("smc", target, confined=True)
+    return _cached(path, lambda: side_free_energy(problem, config, options.seed))
 
 
 def _draw_and_measure(problem, sampler: str, options: SamplerOptions, reference: Reference, run_dir: Path
@@ -377,21 +358,6 @@ def _draw_and_measure(problem, sampler: str, options: SamplerOptions, reference:
     atomic.save_npz(arrays_path, **saved)
     atomic.write_json(record_path, record)
     return json.loads(record_path.read_text()), saved  # as a resumed run reads it (non-finite values: null)
-
-
-def _with_sides(record: dict, sides: dict, reference: Reference) -> dict:
-    """An SMC record whose ΔF_φ is the confined walks' (the pooled particles' is kept as
-    ``dF_phi_particles``), with their wall time and evaluations added to the record's."""
-    value, se = sides["dF_phi"], sides["dF_phi_se"]  # None (JSON null) when a side's Ẑ is 0 or one group ran
-    defined = value is not None and se is not None and math.isfinite(value) and math.isfinite(se)
-    combined = math.hypot(se, reference.dF_phi_se) if defined else math.nan
-    error = value - reference.dF_phi if defined else None
-    return {**record, "dF_phi_particles": record["dF_phi"], "dF_phi_particles_se": record["dF_phi_se"],
-            "dF_phi": value, "dF_phi_se": se, "dF_phi_error": error,
-            "dF_phi_z": error / combined if defined and combined > 0 else None,
-            "wall_s": record["wall_s"] + sides["wall_s"],
-            "n_model_evals": record["n_model_evals"] + sides["n_model_evals"],
-            "n_energy_evals": record["n_energy_evals"] + sides["n_target_evals"], "sides": sides}
 
 
 def _model_evals(diagnostics: dict, sampler: str, options: SamplerOptions) -> int:

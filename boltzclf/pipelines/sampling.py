@@ -244,15 +244,6 @@ def _path_and_kernels(model, target, config: SampleConfig, score_only: bool = Fa
     return path, kernels
 
 
-def _level_sigmas(model, path) -> torch.Tensor:
-    """Noise level σ(t_k) = γ/α (data units) of every level of a learned path, bridges included (the
-    bottom bridge's levels sit at t_min, the top bridge's at the last level)."""
-    if isinstance(path, BridgedPath):
-        inner = model.process.sigma(path.path.times)
-        return torch.cat([inner[:1].expand(path.n_bridge), inner, inner[-1:].expand(path.n_top)])
-    return model.process.sigma(path.times)
-
-
 def _weighted_outcome(result) -> dict:
     diagnostics = {
         "log_z": result.log_z, "log_z_se": result.log_z_se, "log_z_groups": result.log_z_groups.tolist(),
@@ -272,7 +263,7 @@ def _smc(model, target, config: SampleConfig, generator, physics: Physics, regio
     else:
         path, kernels = _path_and_kernels(model, target, config)
     if region is not None:
-        path = ConfinedPath(path, region, region.width(_level_sigmas(model, path)))
+        path = ConfinedPath(path, region, region.width(model.process.sigma(path.times)))  # σ = γ/α per level
     settings = SMCSettings(config.n, config.groups, config.resample_threshold, config.no_resample_last,
                            config.mcmc_steps, mcmc_last=0 if config.mcmc_on_path else config.bridge_levels,
                            mcmc_step_size=config.step_size)

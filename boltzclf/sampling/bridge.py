@@ -60,6 +60,13 @@ class BridgedPath:
         return self.path.n_levels + self.n_bridge + self.n_top
 
     @property
+    def times(self) -> torch.Tensor:
+        """The learned time of every level ``(K,)`` float64: the bottom bridge's levels sit at the inner
+        path's first time, the top bridge's at its last."""
+        inner = self.path.times
+        return torch.cat([inner[:1].expand(self.n_bridge), inner, inner[-1:].expand(self.n_top)])
+
+    @property
     def n_model_evals(self) -> int:
         return self.path.n_model_evals
 

@@ -106,3 +106,12 @@ def test_grouped_frames_give_each_group_its_own_frames(generator):
     assert torch.equal(start.log_prob(frames), -frames[:, 0])
     with pytest.raises(ValueError, match="multiple"):
         start.sample(10, generator)
+
+
+def test_bridged_levels_carry_the_learned_time_they_sit_at():
+    path, _, _ = _bridged(4)
+    inner = log_snr_grid(VP, 1e-3, 0.9999, 32).to(torch.float64)
+    assert path.times.shape == (path.n_levels,) == (36,)
+    assert torch.equal(path.times[:4], inner[:1].expand(4)) and torch.equal(path.times[4:], inner)
+    topped = BridgedPath(path.path, TARGET, 2, top_target=TARGET, n_top=3)
+    assert torch.equal(topped.times[-3:], inner[-1:].expand(3)) and topped.times.shape == (37,)
