@@ -1,4 +1,5 @@
 """Core plumbing: config validation, presets, atomic writes, run directories, devices."""
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -92,6 +93,37 @@ def test_run_directory_resumes_same_config_and_refuses_another(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(BoltzclfError, match="not a directory"):
         rundir.prepare(tmp_path / "file", {}, seed=0, device="cpu")
+
+
+@dataclass(frozen=True)
+class _Dynamics:
+    seed: int = 0
+    ns: float = 1.0
+    friction: float = 1.0  # a setting "added later": stored configs may lack it
+
+
+@dataclass(frozen=True)
+class _Workflow:
+    md: _Dynamics
+    label: str = "a"
+
+
+def test_run_written_before_a_setting_existed_resumes_only_at_its_default(tmp_path):
+    out = tmp_path / "run"
+    new = to_dict(_Workflow(_Dynamics()))
+    old = {"md": {"seed": 0, "ns": 1.0}}  # written before md.friction and label existed
+    rundir.prepare(out, old, seed=0, device="cpu")
+    (out / "checkpoint.pt").write_text("work")
+    with pytest.raises(BoltzclfError, match=r"md.friction: '<absent>' -> 1.0"):
+        rundir.prepare(out, new, seed=0, device="cpu")  # without a schema nothing is assumed
+    rundir.prepare(out, new, seed=0, device="cpu", schema=_Workflow)
+    rundir.prepare(out, {"md": new["md"]}, seed=0, device="cpu", schema={"md": _Dynamics})  # a config of parts
+    assert json.loads((out / "config.json").read_text()) == old  # the stored record is left as written
+    with pytest.raises(BoltzclfError, match=r"different config \(md.friction: 1.0 -> 2.0\)"):
+        rundir.prepare(out, to_dict(_Workflow(_Dynamics(friction=2.0))), seed=0, device="cpu", schema=_Workflow)
+    (out / "config.json").write_text(json.dumps({"md": {"seed": 0, "ns": 1.0, "gone": 3}}))
+    with pytest.raises(BoltzclfError, match=r"md.gone: 3 -> '<absent>'; md.friction: '<absent>' -> 1.0"):
+        rundir.prepare(out, new, seed=0, device="cpu", schema=_Workflow)  # a setting since removed
 
 
 def test_device_resolution():

@@ -9,7 +9,8 @@ import yaml
 
 from boltzclf.cli.main import main
 from boltzclf.cli.run import load_workflow
-from boltzclf.core.config import from_mapping
+from boltzclf.core import rundir
+from boltzclf.core.config import from_mapping, to_dict
 from boltzclf.core.errors import ConfigError
 from boltzclf.pipelines import compare
 from boltzclf.training import checkpoint
@@ -101,3 +102,19 @@ def test_diffclf_recovers_mode_weights_where_dsm_does_not(tmp_path):
     assert dsm["mode_weight_error"] >= 0.15
     assert diffclf["ess_mean"] > dsm["ess_mean"]
     assert diffclf["clf_loss"] - diffclf["clf_loss_exact"] < 0.05 < dsm["clf_loss"] - dsm["clf_loss_exact"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.yaml")))
+def test_every_shipped_config_reads_back_as_written(name):
+    """A run directory's config.json, read back with defaults filled in (how a resume compares it; a
+    config that does not parse would be compared as stored), is the config that wrote it, for every
+    shipped workflow and preset and its experiment: an unchanged command always resumes."""
+    presets = [None, *yaml.safe_load((WORKFLOWS / name).read_text()).get("presets", {})]
+    for preset in presets:
+        config, _ = load_workflow(str(WORKFLOWS / name), preset)
+        for part in (config, getattr(config, "experiment", None)):
+            if part is not None:
+                stored = json.loads(json.dumps(to_dict(part)))
+                read_back = from_mapping(type(part), stored, f"{name} ({preset})")
+                assert json.loads(json.dumps(to_dict(read_back))) == stored, (name, preset)
+                assert rundir.with_defaults(stored, type(part)) == stored

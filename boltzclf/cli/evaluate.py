@@ -52,7 +52,8 @@ def main(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, evaluation=_evaluation(config, args))
     resolved = {"command": "evaluate", "run": str(Path(args.run_dir).resolve()),
                 "evaluation": to_dict(config.evaluation)}
-    out = rundir.prepare(args.out, resolved, seed=config.evaluation.seed, device=str(device),
+    out = rundir.prepare(args.out, resolved, schema={"evaluation": type(config.evaluation)},
+                         seed=config.evaluation.seed, device=str(device),
                          inputs=(Path(args.run_dir) / "checkpoint.pt",))
     results = evaluate_experiment(model, config)
     atomic.write_json(out / "results.json", results)

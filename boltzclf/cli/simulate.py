@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     resolved = {"command": "simulate", "engine": args.engine, "system": to_dict(system.spec),
                 "md": to_dict(config)}
-    out = distributed.on_main(lambda: rundir.prepare(args.out, resolved, seed=args.seed, device=device,
+    schema = {"system": type(system.spec), "md": type(config)}
+    out = distributed.on_main(lambda: rundir.prepare(args.out, resolved, schema=schema, seed=args.seed, device=device,
                                                      inputs=inputs))
     results = simulate(system, config, out, progress=not args.no_progress)
     if not distributed.is_main():

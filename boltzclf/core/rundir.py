@@ -13,20 +13,28 @@ import json
 import logging
 from pathlib import Path
 
+from typing import Union
+
 from boltzclf.core import atomic, provenance
+from boltzclf.core.config import from_mapping, to_dict
 from boltzclf.core.errors import BoltzclfError
 
 log = logging.getLogger(__name__)
 
 RECORDS = ("config.json", "metadata.json")
 
+#: The dataclass a resolved config was made from (``to_dict`` of it), or, for a config assembled from
+#: parts, a mapping from its keys to their dataclasses (keys not named are compared as stored).
+Schema = Union[type, dict[str, type], None]
+
 
 def prepare(out: str | Path, resolved_config: dict, *, seed: int | None, device: str,
-            inputs: tuple = ()) -> Path:
+            inputs: tuple = (), schema: Schema = None) -> Path:
     """Create or reopen run directory ``out`` for ``resolved_config``.
 
     Returns the directory. Writes ``config.json`` and ``metadata.json`` for a new run; for an
-    existing run with an identical config it leaves them as they are (the caller resumes).
+    existing run with an identical config it leaves them as they are (the caller resumes). With a
+    ``schema`` (see :data:`Schema`), settings the stored config lacks count as their defaults.
 
     Raises
     ------
@@ -40,7 +48,7 @@ def prepare(out: str | Path, resolved_config: dict, *, seed: int | None, device:
     config_path = out / "config.json"
     resolved = json.loads(json.dumps(resolved_config))
     if config_path.exists() and _holds_work(out):
-        previous = _read_json(config_path, out)
+        previous = with_defaults(_read_json(config_path, out), schema)
         if previous != resolved:
             raise BoltzclfError(
                 f"--out {out}: holds a run with a different config ({describe_differences(previous, resolved)}); "
@@ -53,6 +61,20 @@ def prepare(out: str | Path, resolved_config: dict, *, seed: int | None, device:
     atomic.write_json(config_path, resolved_config)
     atomic.write_json(out / "metadata.json", provenance.collect(seed, device, inputs))
     return out
+
+
+def with_defaults(stored, schema: Schema):
+    """``stored`` (a config as written to ``config.json``) with every setting it lacks at its default,
+    as ``to_dict`` of ``schema`` writes it; a part that no longer parses (a setting removed, renamed
+    or given an invalid value since) is left as stored, so the comparison names the difference."""
+    if schema is None or not isinstance(stored, dict):
+        return stored
+    if isinstance(schema, dict):
+        return {**stored, **{key: with_defaults(stored[key], part) for key, part in schema.items() if key in stored}}
+    try:
+        return json.loads(json.dumps(to_dict(from_mapping(schema, stored, "config.json"))))
+    except BoltzclfError:
+        return stored
 
 
 def _holds_work(out: Path) -> bool:

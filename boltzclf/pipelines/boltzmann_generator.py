@@ -186,7 +186,7 @@ def run(workflow: BoltzmannGeneratorWorkflow, out: str | Path, device: torch.dev
     if workflow.reference.run is not None:  # refuse before the output directory exists
         _check_reference_run(Path(workflow.reference.run))
     out = distributed.on_main(lambda: rundir.prepare(out, to_dict(workflow), seed=workflow.sampling.seed,
-                                                     device=str(device)))
+                                                     schema=type(workflow), device=str(device)))
     reference_dir = _reference_run(workflow.reference, out, device)
     system = load_system(workflow.experiment.data.system)
     loaded = distributed.on_main(lambda: _load_reference(system, reference_dir), share=False)

@@ -92,7 +92,7 @@ class CompareLossesWorkflow:
 def run(workflow: CompareLossesWorkflow, out: str | Path, device: torch.device) -> dict:
     """Run (or resume) the workflow into ``out``; returns the headline results per method."""
     out = distributed.on_main(lambda: rundir.prepare(out, to_dict(workflow), seed=workflow.experiment.training.seed,
-                                                     device=str(device)))
+                                                     schema=type(workflow), device=str(device)))
     experiment = workflow.experiment
     if workflow.pretrain is not None:
         experiment = pretrain_experiment(experiment, workflow.pretrain, out / "pretrain", device)

@@ -59,7 +59,7 @@ def train_on(config: ExperimentConfig, data, molecule, out: str | Path, device: 
     loss = build_loss(config.loss, end_energies)  # refused before the run directory exists
     # rank 0 makes (or checks) the run directory, the others wait for it
     out = distributed.on_main(lambda: rundir.prepare(out, resolved, seed=config.training.seed, device=str(device),
-                                                     inputs=inputs))
+                                                     schema=type(config), inputs=inputs))
     torch.manual_seed(config.training.seed)
     model = build_model(config, molecule).to(device)
     return train(model, loss, data, config.training, out, resolved, device, on_step)

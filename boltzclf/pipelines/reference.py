@@ -102,10 +102,12 @@ def run(workflow: ReferenceEnsembleWorkflow, out: str | Path, device: torch.devi
     resolve_device(config.device)  # refuse before the run directory exists, so a corrected retry can use it
     check_supported(system)
     resolved = {"command": "simulate", "engine": "torch", "system": to_dict(system.spec), "md": to_dict(config)}
+    schema = {"system": type(system.spec), "md": type(config)}
 
     def prepare() -> tuple[Path, Path]:
-        top = rundir.prepare(out, to_dict(workflow), seed=config.seed, device=str(device), inputs=[workflow.system])
-        return top, rundir.prepare(top / "dynamics", resolved, seed=config.seed, device=config.device,
+        top = rundir.prepare(out, to_dict(workflow), schema=type(workflow), seed=config.seed, device=str(device),
+                             inputs=[workflow.system])
+        return top, rundir.prepare(top / "dynamics", resolved, schema=schema, seed=config.seed, device=config.device,
                                    inputs=[workflow.system])
 
     out, dynamics_dir = distributed.on_main(prepare)

@@ -201,6 +201,7 @@ def run(run_dir: str | Path, config: SampleConfig, out: str | Path, device: torc
     _require_target(problem, config)  # before the output directory exists
     resolved = {"run": str(Path(run_dir).resolve()), "sampling": to_dict(config)}
     out = distributed.on_main(lambda: rundir.prepare(out, resolved, seed=config.seed, device=str(device),
+                                                     schema={"sampling": type(config)},
                                                      inputs=(Path(run_dir) / "checkpoint.pt",)))
     if distributed.broadcast_object((out / "results.json").exists()):
         log.info("%s: finished earlier, reusing it", out)

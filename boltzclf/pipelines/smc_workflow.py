@@ -133,7 +133,7 @@ class SMCComparisonWorkflow:
 def run(workflow: SMCComparisonWorkflow, out: str | Path, device: torch.device) -> dict:
     """Run (or resume) the workflow into ``out``; returns ``results.json``'s content."""
     out = distributed.on_main(lambda: rundir.prepare(out, to_dict(workflow), seed=workflow.smc.seed,
-                                                     device=str(device)))
+                                                     schema=type(workflow), device=str(device)))
     results: dict = {}
     traces: dict = {}
     for target_name, experiment in workflow.targets.items():

@@ -86,7 +86,8 @@ def run(workflow: SolvationWorkflow, out: str | Path, device: torch.device) -> d
     for path in workflow.windows:
         solvation_field(system, path)
     out = distributed.on_main(lambda: rundir.prepare(out, to_dict(workflow), seed=workflow.dynamics.seed,
-                                                     device=str(device), inputs=(workflow.system,)))
+                                                     schema=type(workflow), device=str(device),
+                                                     inputs=(workflow.system,)))
     results: dict = {"system": system.spec.name, "temperature_K": system.temperature,
                      "dF_definition": "F(λ = 0, vacuum end) − F(λ = 1, solvated end) = −ΔG_solv",
                      "sampler": "batched BAOAB Langevin on the torch force field, all windows in one tensor"}

@@ -76,7 +76,8 @@ def window_dynamics(system, path: str, lambdas: np.ndarray, dynamics: BatchedMDC
     config = dataclasses.replace(dynamics, walkers=dynamics.walkers * len(lambdas), device=str(device))
     walker_lambdas = torch.as_tensor(lambdas, dtype=torch.float64).repeat_interleave(dynamics.walkers)
     resolved = {"system": system.spec.name, "path": path, "lambdas": lambdas.tolist(), "dynamics": to_dict(config)}
-    distributed.on_main(lambda: rundir.prepare(out, resolved, seed=config.seed, device=str(device)))
+    distributed.on_main(lambda: rundir.prepare(out, resolved, schema={"dynamics": type(config)}, seed=config.seed,
+                                                 device=str(device)))
     return simulate_batched(system, config, out, solvation=(path, walker_lambdas))
 
 
