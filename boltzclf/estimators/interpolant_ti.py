@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from boltzclf.estimators.estimate import Estimate, EstimatorInputError
+from boltzclf.estimators.importance import effective_sample_size
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,6 @@ class InterpolantFreeEnergy:
 def _lse_mean(log_w: torch.Tensor) -> torch.Tensor:
     """ln mean exp(log_w) along the last axis."""
     return torch.logsumexp(log_w, -1) - math.log(log_w.shape[-1])
-
-
-def _kish_fraction(log_w: torch.Tensor) -> float:
-    w = torch.softmax(log_w, 0)
-    return float(1.0 / (w.pow(2).sum() * log_w.shape[0]))
 
 
 def _check(name: str, values: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -106,5 +102,5 @@ def interpolant_free_energy(forward: torch.Tensor, backward: torch.Tensor, start
     estimate = Estimate(value, boot.std(), torch.tensor(float(n), dtype=torch.float64),
                         f"learned TI (trapezoid in t) over {forward.shape[0] + 1} interpolant levels + importance corrections "
                         f"at both ends; bootstrap error ({n_bootstrap} resamples)")
-    kish = {"start": _kish_fraction(start), "end": _kish_fraction(end)}
+    kish = {"start": float(effective_sample_size(start)), "end": float(effective_sample_size(end))}
     return InterpolantFreeEnergy(estimate, parts, kish)
