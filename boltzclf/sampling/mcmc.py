@@ -121,14 +121,23 @@ def adaptive_mala_moves(log_density: LogDensity, x: torch.Tensor, logp: torch.Te
                         target_acceptance: float = 0.574):
     """``steps`` MALA steps of one population, the float step size h adapted after each towards
     ``target_acceptance`` from the population's mean acceptance (the moves of an SMC sampler or an
-    annealing level). Returns ``(x, logp, grad, mean acceptance, adapted h)``."""
+    annealing level). Returns ``(x, logp, grad, mean acceptance, adapted h)``.
+
+    Walkers outside the target's support (log-density −inf, e.g. particles outside the region of a
+    confined SMC level, whose weight is already 0) are moved like the others but left out of the
+    acceptance: any proposal into the support would count as accepted and inflate the step size. With
+    no walker inside the support the acceptance is NaN and h is kept.
+    """
     rates = []
     for _ in range(steps):
+        live = torch.isfinite(logp)
         move = mala_step(log_density, x, logp, grad, step_size, generator, project=project)
         x, logp, grad = move.x, move.logp, move.grad
-        rates.append(float(move.accepted.double().mean()))
-        step_size = float(adapt_step_size(step_size, rates[-1], target_acceptance, rate=0.5))
-    return x, logp, grad, sum(rates) / len(rates), step_size
+        rates.append(float(move.accepted[live].double().mean()) if bool(live.any()) else math.nan)
+        if not math.isnan(rates[-1]):
+            step_size = float(adapt_step_size(step_size, rates[-1], target_acceptance, rate=0.5))
+    measured = [rate for rate in rates if not math.isnan(rate)]
+    return x, logp, grad, sum(measured) / len(measured) if measured else math.nan, step_size
 
 
 def adapt_step_size(step_size: torch.Tensor | float, acceptance: torch.Tensor | float, target: float = 0.574,

@@ -123,6 +123,23 @@ def test_mala_rejects_and_flags_non_finite_proposals():
     assert torch.isfinite(result.logp).all() and (result.x <= 0.2).all()
 
 
+def test_adaptive_mala_counts_only_walkers_inside_the_support():
+    """A half-normal target (log-density −inf for x <= 0): walkers outside (zero weight in a confined
+    SMC level) accept any proposal that lands inside, so counting them would report about 0.6 here
+    where the walkers inside accept almost every small step; the step size adapts to the latter."""
+    def log_density(y):
+        return torch.where(y[:, 0] > 0, -0.5 * y[:, 0] ** 2, -math.inf), -y
+
+    x = torch.cat([torch.full((2000, 1), 1.0, dtype=F64), torch.full((2000, 1), -0.1, dtype=F64)])
+    logp, grad = log_density(x)
+    *_, rate, step = mcmc.adaptive_mala_moves(log_density, x, logp, grad, 1, 0.01, torch.Generator().manual_seed(0))
+    assert rate > 0.97 and step > 0.01
+    dead = torch.full((100, 1), -0.1, dtype=F64)
+    *_, rate, step = mcmc.adaptive_mala_moves(log_density, dead, *log_density(dead), 1, 0.01,
+                                              torch.Generator().manual_seed(0))
+    assert math.isnan(rate) and step == 0.01  # nothing inside: no acceptance to adapt on
+
+
 def test_adapt_step_size_moves_towards_target_acceptance_and_warmup_only():
     assert adapt_step_size(0.1, 1.0) > 0.1 > adapt_step_size(0.1, 0.0)
     per_walker = adapt_step_size(torch.full((2,), 0.1), torch.tensor([True, False]))
