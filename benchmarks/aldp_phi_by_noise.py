@@ -1,0 +1,111 @@
+"""Where a learned ALDP energy's basin heights go wrong: ΔF(φ > 0 vs φ < 0) of the learned density at
+several noise levels σ, against the same ΔF of the reference frames noised to that σ.
+
+    python benchmarks/aldp_phi_by_noise.py RUN_DIR [--method diffclf] [--sigmas 0.05,0.02,0.01,0.005,0.002]
+                                           [--particles 2048] [--seed 0] [--out FILE.json]
+
+RUN_DIR is the output of ``boltzclf run workflows/aldp_boltzmann_generator.yaml --out RUN_DIR`` (an
+EDM process). For each σ the learned ΔF comes from two SMC walks down the learned levels, from the
+prior to σ, each confined there to one side of φ: the workflow's confined walks (same particles,
+groups, MALA moves and log-SNR level spacing, ``sampling`` of its config), ending at σ instead of at
+σ_min; the true ΔF
+from every reference frame plus centred Gaussian noise of that σ (10 draws per frame), with an error
+from the spread of the side fractions over the independent walkers. At σ_min the learned value is
+the workflow's ``learned_dF_phi``. A learned energy whose heights are right where the noise connects
+the basins but drift as σ shrinks shows the drift here level by level.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boltzclf.core import atomic
+from boltzclf.core.config import from_mapping
+from boltzclf.dynamics.output import load_frames
+from boltzclf.evaluation.molecular_samples import PhiSide, chirality
+from boltzclf.pipelines.boltzmann_generator import BoltzmannGeneratorWorkflow
+from boltzclf.openmm.system import load_system
+from boltzclf.pipelines.experiment import load_trained
+from boltzclf.diffusion import log_snr_grid
+from boltzclf.sampling.kernels import DiffusionKernels
+from boltzclf.sampling.paths import ConfinedPath, LearnedPath
+from boltzclf.sampling.smc import SMCSettings, smc
+
+
+def true_free_energy(frames: torch.Tensor, sigma: float, region: PhiSide, generator: torch.Generator,
+                     draws: int = 10) -> tuple[float, float]:
+    """ΔF = −ln(P₊/P₋) [kT] of reference ``frames`` ``(F, W, N, 3)`` [nm] noised to ``sigma`` [nm], and its
+    standard error from the W walkers' side fractions (frames of one walker are correlated)."""
+    inside = torch.zeros(frames.shape[1], dtype=torch.float64)
+    for _ in range(draws):
+        noise = torch.randn(frames.shape, generator=generator, dtype=frames.dtype)
+        noise = noise - noise.mean(-2, keepdim=True)
+        noisy = (frames + sigma * noise).reshape(-1, *frames.shape[2:])
+        inside += region.contains(noisy).reshape(frames.shape[:2]).double().mean(0) / draws
+    share, se = float(inside.mean()), float(inside.std() / math.sqrt(frames.shape[1]))
+    if not 0.0 < share < 1.0:
+        return math.nan, math.nan
+    return -math.log(share / (1.0 - share)), se / (share * (1.0 - share))
+
+
+def learned_free_energy(model, times: torch.Tensor, native: float, settings: SMCSettings,
+                        seed: int) -> dict:
+    """ΔF = log Ẑ₋ − log Ẑ₊ [kT] of the learned density at ``times[0]`` from one confined SMC walk per side
+    of φ down ``times`` (seeds ``seed + 1``, ``seed + 2``), with its error and each side's group span."""
+    sides = {}
+    for offset, side in enumerate((1, -1)):
+        region = PhiSide(native, side)
+        path = LearnedPath(model, times=times)
+        walk = ConfinedPath(path, region, region.width(model.process.sigma(path.times)))
+        kernels = DiffusionKernels(model.process, path.times, model, model.sigma_data, "ddpm", "isotropic")
+        sides[side] = smc(walk, kernels, settings, torch.Generator().manual_seed(seed + 1 + offset))
+    return {"learned_dF_phi": sides[-1].log_z - sides[1].log_z,
+            "learned_dF_phi_se": math.hypot(sides[1].log_z_se, sides[-1].log_z_se),
+            "learned_log_z_group_span": {name: float(np.ptp(sides[side].log_z_groups.numpy()))
+                                         for name, side in (("phi_positive", 1), ("phi_negative", -1))}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--method", default="diffclf")
+    parser.add_argument("--sigmas", default="0.05,0.02,0.01,0.005,0.002", help="noise levels [nm], comma-separated")
+    parser.add_argument("--particles", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    workflow = from_mapping(BoltzmannGeneratorWorkflow, json.loads((args.run / "config.json").read_text()),
+                            str(args.run / "config.json"))
+    model, config = load_trained(args.run / args.method, torch.device("cpu"))
+    if model.process.kind != "edm":
+        raise SystemExit(f"{args.run / args.method}: needs an EDM process (σ(t) = t), got {model.process.kind}")
+    positions = load_system(config.data.system).positions
+    native = float(chirality(torch.as_tensor(positions, dtype=torch.float64)[None])[0])
+    frames = torch.from_numpy(load_frames(args.run / "reference" / "dynamics")).to(torch.float64)
+    sampling = workflow.sampling
+    grid = (log_snr_grid(model.process, float(model.levels[0]), float(model.levels[-1]), sampling.levels)
+            if sampling.levels else model.levels.to(torch.float64))
+    settings = SMCSettings(args.particles, sampling.groups, sampling.resample_threshold, 0, sampling.mcmc_steps,
+                           mcmc_step_size=sampling.step_size)
+    generator = torch.Generator().manual_seed(args.seed)
+    rows = []
+    for sigma in (float(value) for value in args.sigmas.split(",")):
+        true_value, true_se = true_free_energy(frames, sigma, PhiSide(native, 1), generator)
+        times = grid[model.process.sigma(grid) >= sigma * (1 - 1e-6)]
+        rows.append({"sigma_nm": sigma, "levels": len(times), "true_dF_phi": true_value, "true_dF_phi_se": true_se,
+                     **learned_free_energy(model, times, native, settings, args.seed)})
+        print(json.dumps(rows[-1]), flush=True)
+    text = json.dumps({"benchmark": "aldp_phi_by_noise", "run": str(args.run), "method": args.method,
+                       "particles": args.particles, "seed": args.seed, "rows": rows}, indent=2)
+    print(text)
+    if args.out:
+        atomic.write_text(args.out, text + "\n")
+
+
+if __name__ == "__main__":
+    main()
