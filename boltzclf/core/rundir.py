@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-
 from typing import Union
 
 from boltzclf.core import atomic, provenance
