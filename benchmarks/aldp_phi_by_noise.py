@@ -2,13 +2,14 @@
 several noise levels σ, against the same ΔF of the reference frames noised to that σ.
 
     python benchmarks/aldp_phi_by_noise.py RUN_DIR [--method diffclf] [--sigmas 0.05,0.02,0.01,0.005,0.002]
-                                           [--particles 2048] [--seed 0] [--out FILE.json]
+                                           [--particles N] [--seed S] [--out FILE.json]
 
 RUN_DIR is the output of ``boltzclf run workflows/aldp_boltzmann_generator.yaml --out RUN_DIR`` (an
 EDM process). For each σ the learned ΔF comes from two SMC walks down the learned levels, from the
-prior to σ, each confined there to one side of φ: the workflow's confined walks (same particles,
-groups, MALA moves and log-SNR level spacing, ``sampling`` of its config), ending at σ instead of at
-σ_min; the true ΔF
+prior to the first level at or above σ (``sigma_nm`` records it), each confined there to one side of
+φ: the workflow's confined walks (its ``sampling`` particles, seed, groups, MALA moves and log-SNR
+level spacing, unless ``--particles`` / ``--seed`` say otherwise), ending there instead of at σ_min;
+the true ΔF
 from every reference frame plus centred Gaussian noise of that σ (10 draws per frame), with an error
 from the spread of the side fractions over the independent walkers. At σ_min the learned value is
 the workflow's ``learned_dF_phi``. A learned energy whose heights are right where the noise connects
@@ -75,8 +76,8 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--method", default="diffclf")
     parser.add_argument("--sigmas", default="0.05,0.02,0.01,0.005,0.002", help="noise levels [nm], comma-separated")
-    parser.add_argument("--particles", type=int, default=2048)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--particles", type=int, default=None, help="default: the workflow's sampling.particles")
+    parser.add_argument("--seed", type=int, default=None, help="default: the workflow's sampling.seed")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     workflow = from_mapping(BoltzmannGeneratorWorkflow, json.loads((args.run / "config.json").read_text()),
@@ -86,22 +87,26 @@ def main() -> None:
         raise SystemExit(f"{args.run / args.method}: needs an EDM process (σ(t) = t), got {model.process.kind}")
     positions = load_system(config.data.system).positions
     native = float(chirality(torch.as_tensor(positions, dtype=torch.float64)[None])[0])
-    frames = torch.from_numpy(load_frames(args.run / "reference" / "dynamics")).to(torch.float64)
+    reference = Path(workflow.reference.run) if workflow.reference.run else args.run / "reference"
+    frames = torch.from_numpy(load_frames(reference / "dynamics")).to(torch.float64)
     sampling = workflow.sampling
+    particles = args.particles or sampling.particles
+    seed = sampling.seed if args.seed is None else args.seed
     grid = (log_snr_grid(model.process, float(model.levels[0]), float(model.levels[-1]), sampling.levels)
             if sampling.levels else model.levels.to(torch.float64))
-    settings = SMCSettings(args.particles, sampling.groups, sampling.resample_threshold, 0, sampling.mcmc_steps,
+    settings = SMCSettings(particles, sampling.groups, sampling.resample_threshold, 0, sampling.mcmc_steps,
                            mcmc_step_size=sampling.step_size)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(seed)
     rows = []
-    for sigma in (float(value) for value in args.sigmas.split(",")):
+    for requested in (float(value) for value in args.sigmas.split(",")):
+        times = grid[model.process.sigma(grid) >= requested * (1 - 1e-6)]
+        sigma = float(model.process.sigma(times[:1]))
         true_value, true_se = true_free_energy(frames, sigma, PhiSide(native, 1), generator)
-        times = grid[model.process.sigma(grid) >= sigma * (1 - 1e-6)]
         rows.append({"sigma_nm": sigma, "levels": len(times), "true_dF_phi": true_value, "true_dF_phi_se": true_se,
-                     **learned_free_energy(model, times, native, settings, args.seed)})
+                     **learned_free_energy(model, times, native, settings, seed)})
         print(json.dumps(rows[-1]), flush=True)
     text = json.dumps({"benchmark": "aldp_phi_by_noise", "run": str(args.run), "method": args.method,
-                       "particles": args.particles, "seed": args.seed, "rows": rows}, indent=2)
+                       "particles": particles, "seed": seed, "rows": rows}, indent=2)
     print(text)
     if args.out:
         atomic.write_text(args.out, text + "\n")

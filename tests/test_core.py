@@ -6,7 +6,7 @@ from typing import Literal
 import pytest
 
 from boltzclf.core import atomic, rundir
-from boltzclf.core.config import apply_preset, deep_merge, from_mapping, require, to_dict
+from boltzclf.core.config import added_setting, apply_preset, deep_merge, from_mapping, require, to_dict
 from boltzclf.core.device import resolve_device
 from boltzclf.core.errors import BoltzclfError, ConfigError
 
@@ -99,31 +99,40 @@ def test_run_directory_resumes_same_config_and_refuses_another(tmp_path):
 class _Dynamics:
     seed: int = 0
     ns: float = 1.0
-    friction: float = 1.0  # a setting "added later": stored configs may lack it
+    friction: float = added_setting(1.0)  # added later; its default does what the code did before
+    thermostat: str = "baoab"  # added later, but not declared so: a run without it must not resume
 
 
 @dataclass(frozen=True)
 class _Workflow:
     md: _Dynamics
-    label: str = "a"
+    windows: dict[str, _Dynamics] = field(default_factory=dict)
 
 
-def test_run_written_before_a_setting_existed_resumes_only_at_its_default(tmp_path):
+def test_run_written_before_a_setting_existed_resumes_only_at_a_declared_default(tmp_path):
     out = tmp_path / "run"
-    new = to_dict(_Workflow(_Dynamics()))
-    old = {"md": {"seed": 0, "ns": 1.0}}  # written before md.friction and label existed
-    rundir.prepare(out, old, seed=0, device="cpu")
+    new = to_dict(_Workflow(_Dynamics(), {"a": _Dynamics()}))
+    old_md = {"seed": 0, "ns": 1.0, "thermostat": "baoab"}  # written before md.friction existed
+    stored = {"md": old_md, "windows": {"a": old_md}}
+    rundir.prepare(out, stored, seed=0, device="cpu")
     (out / "checkpoint.pt").write_text("work")
     with pytest.raises(BoltzclfError, match=r"md.friction: '<absent>' -> 1.0"):
         rundir.prepare(out, new, seed=0, device="cpu")  # without a schema nothing is assumed
-    rundir.prepare(out, new, seed=0, device="cpu", schema=_Workflow)
-    rundir.prepare(out, {"md": new["md"]}, seed=0, device="cpu", schema={"md": _Dynamics})  # a config of parts
-    assert json.loads((out / "config.json").read_text()) == old  # the stored record is left as written
+    rundir.prepare(out, new, seed=0, device="cpu", schema=_Workflow)  # friction absent (twice): resumes
+    assert json.loads((out / "config.json").read_text()) == stored  # the stored record is left as written
+    parts = tmp_path / "parts"  # a config assembled from parts: a schema per key
+    rundir.prepare(parts, {"md": old_md}, seed=0, device="cpu")
+    (parts / "checkpoint.pt").write_text("work")
+    rundir.prepare(parts, {"md": new["md"]}, seed=0, device="cpu", schema={"md": _Dynamics})
     with pytest.raises(BoltzclfError, match=r"different config \(md.friction: 1.0 -> 2.0\)"):
-        rundir.prepare(out, to_dict(_Workflow(_Dynamics(friction=2.0))), seed=0, device="cpu", schema=_Workflow)
-    (out / "config.json").write_text(json.dumps({"md": {"seed": 0, "ns": 1.0, "gone": 3}}))
-    with pytest.raises(BoltzclfError, match=r"md.gone: 3 -> '<absent>'; md.friction: '<absent>' -> 1.0"):
-        rundir.prepare(out, new, seed=0, device="cpu", schema=_Workflow)  # a setting since removed
+        rundir.prepare(out, to_dict(_Workflow(_Dynamics(friction=2.0), {"a": _Dynamics()})), seed=0, device="cpu",
+                       schema=_Workflow)
+    (out / "config.json").write_text(json.dumps({"md": {"seed": 0, "ns": 1.0}, "windows": {}}))
+    with pytest.raises(BoltzclfError, match=r"md.thermostat: '<absent>' -> 'baoab'"):
+        rundir.prepare(out, to_dict(_Workflow(_Dynamics())), seed=0, device="cpu", schema=_Workflow)
+    (out / "config.json").write_text(json.dumps({"md": {"seed": 0, "ns": 1.0, "thermostat": "baoab", "gone": 3}}))
+    with pytest.raises(BoltzclfError, match=r"md.gone: 3 -> '<absent>'"):
+        rundir.prepare(out, to_dict(_Workflow(_Dynamics())), seed=0, device="cpu", schema=_Workflow)  # removed
 
 
 def test_device_resolution():

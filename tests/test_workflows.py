@@ -118,3 +118,19 @@ def test_every_shipped_config_reads_back_as_written(name):
                 read_back = from_mapping(type(part), stored, f"{name} ({preset})")
                 assert json.loads(json.dumps(to_dict(read_back))) == stored, (name, preset)
                 assert rundir.with_defaults(stored, type(part)) == stored
+
+
+def test_only_settings_declared_as_keeping_earlier_behaviour_are_filled_in_on_resume():
+    """training.ema_power (0: the constant EMA that came before it) may be absent from an older run;
+    sampling.bridge_levels (32, where runs before it had no bridge) may not."""
+    experiment, _ = load_workflow(str(WORKFLOWS / "mog40.yaml"), None)
+    stored = json.loads(json.dumps(to_dict(experiment)))
+    del stored["experiment"]["training"]["ema_power"]
+    # read as the constant EMA it was run with, so the workflow's ema_power 8 is a difference
+    assert rundir.with_defaults(stored, type(experiment))["experiment"]["training"]["ema_power"] == 0.0
+    generator, _ = load_workflow(str(WORKFLOWS / "aldp_boltzmann_generator.yaml"), None)
+    stored = json.loads(json.dumps(to_dict(generator)))
+    del stored["sampling"]["mcmc_on_path"]
+    assert "mcmc_on_path" in rundir.with_defaults(stored, type(generator))["sampling"]
+    del stored["sampling"]["bridge_levels"]
+    assert "bridge_levels" not in rundir.with_defaults(stored, type(generator))["sampling"]

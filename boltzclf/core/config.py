@@ -69,6 +69,18 @@ class InvalidValue(ConfigError):
         self.key, self.message = key, message
 
 
+#: Field metadata key of a setting added after runs were made with the code before it, whose default
+#: does exactly what that code did: a run directory written without the setting resumes
+#: (:func:`boltzclf.core.rundir.with_defaults`). Settings without it must match to resume.
+KEEPS_EARLIER_BEHAVIOUR = "keeps_earlier_behaviour"
+
+
+def added_setting(default: Any) -> Any:
+    """The dataclass field of a setting added later whose ``default`` reproduces what the code did before
+    the setting existed (see :data:`KEEPS_EARLIER_BEHAVIOUR`)."""
+    return dataclasses.field(default=default, metadata={KEEPS_EARLIER_BEHAVIOUR: True})
+
+
 def require(condition: bool, key: str, message: str) -> None:
     """Raise :class:`InvalidValue` for ``key`` (relative to the checking dataclass) unless ``condition``.
 

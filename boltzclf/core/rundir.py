@@ -9,13 +9,15 @@ by the new config.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import typing
 from pathlib import Path
 from typing import Union
 
 from boltzclf.core import atomic, provenance
-from boltzclf.core.config import from_mapping, to_dict
+from boltzclf.core.config import KEEPS_EARLIER_BEHAVIOUR, from_mapping, to_dict
 from boltzclf.core.errors import BoltzclfError
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,8 @@ def prepare(out: str | Path, resolved_config: dict, *, seed: int | None, device:
 
     Returns the directory. Writes ``config.json`` and ``metadata.json`` for a new run; for an
     existing run with an identical config it leaves them as they are (the caller resumes). With a
-    ``schema`` (see :data:`Schema`), settings the stored config lacks count as their defaults.
+    ``schema`` (see :data:`Schema`), absent settings declared with ``added_setting`` count as their
+    defaults.
 
     Raises
     ------
@@ -63,17 +66,43 @@ def prepare(out: str | Path, resolved_config: dict, *, seed: int | None, device:
 
 
 def with_defaults(stored, schema: Schema):
-    """``stored`` (a config as written to ``config.json``) with every setting it lacks at its default,
-    as ``to_dict`` of ``schema`` writes it; a part that no longer parses (a setting removed, renamed
-    or given an invalid value since) is left as stored, so the comparison names the difference."""
+    """``stored`` (a config as written to ``config.json``) with its absent settings at their defaults, as
+    ``to_dict`` of ``schema`` writes it, when every setting it lacks is declared with
+    :func:`~boltzclf.core.config.added_setting`; otherwise, or when it no longer parses (a setting
+    removed, renamed or given an invalid value since), ``stored`` as it is, so the comparison names
+    the difference."""
     if schema is None or not isinstance(stored, dict):
         return stored
     if isinstance(schema, dict):
         return {**stored, **{key: with_defaults(stored[key], part) for key, part in schema.items() if key in stored}}
     try:
-        return json.loads(json.dumps(to_dict(from_mapping(schema, stored, "config.json"))))
+        filled = json.loads(json.dumps(to_dict(from_mapping(schema, stored, "config.json"))))
     except BoltzclfError:
         return stored
+    added = _differences(stored, filled, "")
+    if all(old == ABSENT and _keeps_earlier_behaviour(schema, key.split(".")) for key, old, _ in added):
+        return filled
+    return stored
+
+
+def _keeps_earlier_behaviour(schema: type, keys: list[str]) -> bool:
+    """Whether the field at dotted ``keys`` inside dataclass ``schema`` is declared with ``added_setting``."""
+    kind = schema
+    for depth, key in enumerate(keys):
+        while typing.get_origin(kind) in (Union, typing.get_origin(int | None)):  # Optional[X]: X
+            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        if typing.get_origin(kind) is dict:  # dict[str, X]: any key, then X
+            kind = typing.get_args(kind)[1]
+            continue
+        if not dataclasses.is_dataclass(kind):
+            return False
+        fields = {field.name: field for field in dataclasses.fields(kind)}
+        if key not in fields:
+            return False
+        if depth == len(keys) - 1:
+            return bool(fields[key].metadata.get(KEEPS_EARLIER_BEHAVIOUR))
+        kind = typing.get_type_hints(kind)[key]
+    return False
 
 
 def _holds_work(out: Path) -> bool:
@@ -96,12 +125,16 @@ def describe_differences(old, new, prefix: str = "", limit: int = 5) -> str:
     return shown + (f"; and {len(found) - limit} more" if len(found) > limit else "")
 
 
+#: What :func:`describe_differences` shows for a setting one side lacks.
+ABSENT = "<absent>"
+
+
 def _differences(old, new, prefix: str) -> list[tuple[str, object, object]]:
     if isinstance(old, dict) and isinstance(new, dict):
         found = []
         for key in list(old) + [k for k in new if k not in old]:
             name = f"{prefix}.{key}" if prefix else str(key)
-            found += _differences(old.get(key, "<absent>"), new.get(key, "<absent>"), name)
+            found += _differences(old.get(key, ABSENT), new.get(key, ABSENT), name)
         return found
     return [] if old == new else [(prefix, old, new)]
 

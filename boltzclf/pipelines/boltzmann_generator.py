@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from boltzclf.core import atomic, distributed, rundir
-from boltzclf.core.config import InvalidValue, apply_preset, from_mapping, load_yaml, require, to_dict
+from boltzclf.core.config import InvalidValue, added_setting, apply_preset, from_mapping, load_yaml, require, to_dict
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.core.formatting import fmt
 from boltzclf.dynamics.output import load_frames
@@ -108,7 +108,7 @@ class SamplerOptions:
     bridge_levels: int = 32
     mcmc_steps: int = 4
     step_size: float = 1e-6
-    mcmc_on_path: bool = False
+    mcmc_on_path: bool = added_setting(False)
     reweighting_particles: int = 1024
     ode_steps: int = 0
     walkers: int = 64

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from boltzclf.core import atomic, distributed, rundir
-from boltzclf.core.config import require, to_dict
+from boltzclf.core.config import added_setting, require, to_dict
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.diffusion.grids import log_snr_grid
 from boltzclf.estimators.importance import summarise
@@ -89,7 +89,7 @@ class SampleConfig:
     no_resample_last: int = 0
     mcmc_steps: int = 0
     bridge_levels: int = 0
-    mcmc_on_path: bool = False
+    mcmc_on_path: bool = added_setting(False)
     step_size: float = 1e-3
     langevin_steps: int = 1000
     integrator: Literal["baoab", "mala", "ghmc"] = "mala"

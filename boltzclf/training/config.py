@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from boltzclf.core.config import require
+from boltzclf.core.config import added_setting, require
 from boltzclf.diffusion import (EDM, StochasticInterpolant, VariancePreserving, arcsine_grid, karras_grid,
                                 log_snr_grid, uniform_grid)
 from boltzclf.losses import LossConfig
@@ -111,7 +111,7 @@ class TrainingConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float = 1.0
     ema: float = 0.999
-    ema_power: float = 0.0
+    ema_power: float = added_setting(0.0)
     dataset_size: int = 60000
     checkpoint_every: int = 500
     log_every: int = 50
