@@ -27,12 +27,12 @@ import torch
 
 from boltzclf.core import atomic
 from boltzclf.core.config import from_mapping
+from boltzclf.diffusion import log_snr_grid
 from boltzclf.dynamics.output import load_frames
 from boltzclf.evaluation.molecular_samples import PhiSide, chirality
-from boltzclf.pipelines.boltzmann_generator import BoltzmannGeneratorWorkflow
 from boltzclf.openmm.system import load_system
+from boltzclf.pipelines.boltzmann_generator import BoltzmannGeneratorWorkflow
 from boltzclf.pipelines.experiment import load_trained
-from boltzclf.diffusion import log_snr_grid
 from boltzclf.sampling.kernels import DiffusionKernels
 from boltzclf.sampling.paths import ConfinedPath, LearnedPath
 from boltzclf.sampling.smc import SMCSettings, smc

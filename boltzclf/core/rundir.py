@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import types
 import typing
 from pathlib import Path
 from typing import Union
@@ -89,7 +90,7 @@ def _keeps_earlier_behaviour(schema: type, keys: list[str]) -> bool:
     """Whether the field at dotted ``keys`` inside dataclass ``schema`` is declared with ``added_setting``."""
     kind = schema
     for depth, key in enumerate(keys):
-        while typing.get_origin(kind) in (Union, typing.get_origin(int | None)):  # Optional[X]: X
+        while typing.get_origin(kind) in (Union, types.UnionType):  # Optional[X] / X | None: X
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
         if typing.get_origin(kind) is dict:  # dict[str, X]: any key, then X
             kind = typing.get_args(kind)[1]
