@@ -33,6 +33,7 @@ from boltzclf.evaluation.molecular_samples import PhiSide, chirality
 from boltzclf.openmm.system import load_system
 from boltzclf.pipelines.boltzmann_generator import BoltzmannGeneratorWorkflow
 from boltzclf.pipelines.experiment import load_trained
+from boltzclf.pipelines.phi_sides import SIDE_KEYS, phi_free_energy
 from boltzclf.sampling.kernels import DiffusionKernels
 from boltzclf.sampling.paths import ConfinedPath, LearnedPath
 from boltzclf.sampling.smc import SMCSettings, smc
@@ -56,19 +57,20 @@ def true_free_energy(frames: torch.Tensor, sigma: float, region: PhiSide, genera
 
 def learned_free_energy(model, times: torch.Tensor, native: float, settings: SMCSettings,
                         seed: int) -> dict:
-    """ΔF = log Ẑ₋ − log Ẑ₊ [kT] of the learned density at ``times[0]`` from one confined SMC walk per side
-    of φ down ``times`` (seeds ``seed + 1``, ``seed + 2``), with its error and each side's group span."""
-    sides = {}
-    for offset, side in enumerate((1, -1)):
-        region = PhiSide(native, side)
+    """ΔF(φ > 0 vs φ < 0) [kT] of the learned density at ``times[0]`` from the workflow's pair of
+    confined SMC walks (:func:`~boltzclf.pipelines.phi_sides.phi_free_energy`) down ``times``, with
+    its error and each side's span of group log Ẑ."""
+    def walk(region: PhiSide, generator: torch.Generator) -> dict:
         path = LearnedPath(model, times=times)
-        walk = ConfinedPath(path, region, region.width(model.process.sigma(path.times)))
+        confined = ConfinedPath(path, region, region.width(model.process.sigma(path.times)))
         kernels = DiffusionKernels(model.process, path.times, model, model.sigma_data, "ddpm", "isotropic")
-        sides[side] = smc(walk, kernels, settings, torch.Generator().manual_seed(seed + 1 + offset))
-    return {"learned_dF_phi": sides[-1].log_z - sides[1].log_z,
-            "learned_dF_phi_se": math.hypot(sides[1].log_z_se, sides[-1].log_z_se),
-            "learned_log_z_group_span": {name: float(np.ptp(sides[side].log_z_groups.numpy()))
-                                         for name, side in (("phi_positive", 1), ("phi_negative", -1))}}
+        result = smc(confined, kernels, settings, generator)
+        return {key: getattr(result, key) for key in SIDE_KEYS}
+
+    sides = phi_free_energy(walk, native, seed)
+    return {"learned_dF_phi": sides["dF_phi"], "learned_dF_phi_se": sides["dF_phi_se"],
+            "learned_log_z_group_span": {name: float(np.ptp(sides[name]["log_z_groups"].numpy()))
+                                         for name in ("phi_positive", "phi_negative")}}
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import torch
 
@@ -21,18 +22,25 @@ SIDE_KEYS = ("log_z", "log_z_se", "log_z_groups", "ess_final", "n_model_evals", 
 
 
 def side_free_energy(problem: SamplingProblem, config: SampleConfig, seed: int) -> dict:
-    """ΔF(φ > 0 vs φ < 0) = −ln(Ẑ₊ / Ẑ₋) [kT] from two SMC walks of ``config`` (an SMC config with MALA
-    moves at every level), one per side of φ, with independent seeds ``seed + 1`` and ``seed + 2``, so
-    the standard errors add in quadrature.
+    """ΔF(φ > 0 vs φ < 0) [kT] from two SMC walks of ``config`` (an SMC config with MALA moves at every
+    level) on ``problem``, one per side of φ (:func:`phi_free_energy`)."""
+    native = float(chirality(torch.as_tensor(problem.system.positions, dtype=torch.float64)[None])[0])
+    return phi_free_energy(lambda region, generator: draw(problem, config, generator, region=region)["diagnostics"],
+                           native, seed)
+
+
+def phi_free_energy(walk: Callable[[PhiSide, torch.Generator], dict], native_sign: float, seed: int) -> dict:
+    """ΔF(φ > 0 vs φ < 0) = −ln(Ẑ₊ / Ẑ₋) [kT] from ``walk(region, generator)``, an SMC walk confined to
+    ``region`` that returns at least the :data:`SIDE_KEYS` of its diagnostics, run once per side of φ
+    (in the hand ``native_sign``) with independent seeds ``seed + 1`` and ``seed + 2``, so the
+    standard errors add in quadrature.
 
     Returns ``dF_phi``, ``dF_phi_se``, per side (``phi_positive``, ``phi_negative``) the
     :data:`SIDE_KEYS` of its walk, and the summed ``wall_s``, ``n_model_evals``, ``n_target_evals``.
     """
-    native = float(chirality(torch.as_tensor(problem.system.positions, dtype=torch.float64)[None])[0])
     sides, started = {}, time.perf_counter()
     for offset, (name, side) in enumerate((("phi_positive", 1), ("phi_negative", -1))):
-        generator = torch.Generator().manual_seed(seed + 1 + offset)
-        diagnostics = draw(problem, config, generator, region=PhiSide(native, side))["diagnostics"]
+        diagnostics = walk(PhiSide(native_sign, side), torch.Generator().manual_seed(seed + 1 + offset))
         sides[name] = {key: diagnostics[key] for key in SIDE_KEYS}
     positive, negative = sides["phi_positive"], sides["phi_negative"]
     return {"dF_phi": negative["log_z"] - positive["log_z"],
