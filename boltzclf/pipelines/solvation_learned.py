@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from boltzclf.core import atomic, distributed
-from boltzclf.core.config import require
+from boltzclf.core.config import added_setting, require
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.estimators.estimate import Estimate
 from boltzclf.estimators.interpolant_ti import interpolant_free_energy
@@ -54,17 +54,20 @@ class EndAnnealing:
     """How the two end corrections compare the learned energy with the true end densities: annealed
     importance sampling (:mod:`boltzclf.sampling.annealing`) from the held-out samples over ``levels``
     geometric-mean levels with ``mcmc_steps`` MALA steps at each, of initial size ``step_size`` [nm²]
-    (adapted). ``levels: 1`` with ``mcmc_steps: 0`` is the one-sided exponential average of METHOD.md §6.5.
+    (adapted), ``replicas`` independent walks from each sample pooled into its weight. ``levels: 1`` with
+    ``mcmc_steps: 0`` is the one-sided exponential average of METHOD.md §6.5.
     """
 
     levels: int = 1
     mcmc_steps: int = 0
     step_size: float = 1e-6
+    replicas: int = added_setting(1)
 
     def __post_init__(self):
         require(self.levels >= 1, "levels", f"must be >= 1, got {self.levels}")
         require(self.mcmc_steps >= 0, "mcmc_steps", f"must be >= 0, got {self.mcmc_steps}")
         require(self.step_size > 0, "step_size", f"must be positive, got {self.step_size}")
+        require(self.replicas >= 1, "replicas", f"must be >= 1, got {self.replicas}")
 
 
 #: Above this span of the SMC groups' log Ẑ_g [kT] the estimate rests on a few particles (warned).
@@ -292,17 +295,19 @@ def _estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temp
     end_ratio = _end_log_ratios(model, len(levels) - 1, end, energies[1], annealing, gen)
     result = interpolant_free_energy(torch.stack(forward), torch.stack(backward), start_ratio.log_weights.cpu(),
                                      end_ratio.log_weights.cpu(), options.bootstrap, options.seed)
-    # evaluations of both energies per end sample: the first difference, then per level the moves' start,
-    # their proposals and the next difference
-    per_end = annealing.levels * (annealing.mcmc_steps + 2) if annealing.mcmc_steps else 1
+    # evaluations of both energies per walk from an end sample: the first difference, then per level the
+    # moves' start, their proposals and the next difference
+    per_walk = annealing.levels * (annealing.mcmc_steps + 2) if annealing.mcmc_steps else 1
+    per_end = annealing.replicas * per_walk
     evaluations = 3 * n * len(levels) + per_end * (start.shape[0] + end.shape[0])
     record = free_energy_record(result.estimate, temperature, {
         "n_samples": int(start.shape[0] + end.shape[0]), "n_energy_evaluations": evaluations}, negate=False)
     record["method"] += (f"; end corrections annealed over {annealing.levels} level(s) with {annealing.mcmc_steps} "
-                         "MALA step(s) each")
+                         f"MALA step(s) each, {annealing.replicas} walk(s) per frame")
     record.update(parts_kT=result.parts, kish_fraction=result.kish_fraction,
                   end_log_ratio_std_kT={"start": float(start_ratio.log_weights.std()),
                                         "end": float(end_ratio.log_weights.std())},
+                  end_walk_std_kT={"start": _walk_spread(start_ratio), "end": _walk_spread(end_ratio)},
                   end_mala_acceptance={"start": _mean_or_none(start_ratio.acceptance),
                                        "end": _mean_or_none(end_ratio.acceptance)})
     return record
@@ -320,7 +325,13 @@ def _end_log_ratios(model, level: int, x: torch.Tensor, energy, annealing: EndAn
         return -energy(y)
 
     return annealed_log_weights(x, true, learned, annealing.levels, annealing.mcmc_steps, annealing.step_size,
-                                generator, project=model.centre, progress=True)
+                                generator, project=model.centre, replicas=annealing.replicas, progress=True)
+
+
+def _walk_spread(result) -> float | None:
+    """Mean over frames of the spread [kT] of their walks' log-weights (None with one walk per frame)."""
+    walks = result.walk_log_weights
+    return float(walks.std(1).mean()) if walks.shape[1] > 1 else None
 
 
 def _mean_or_none(values: torch.Tensor) -> float | None:

@@ -12,11 +12,17 @@ levels the weights spread less (the work approaches the reversible limit), so ln
 less variance and less of the small-sample bias of a heavy-tailed exponential average. There is no
 resampling: the N weights are independent, so any bootstrap over them is valid.
 
+With ``replicas`` R > 1 every sample starts R independent walks and its log-weight is
+ln mean_r exp w_r: still E[exp w] = Z_b/Z_a, the N samples stay independent (a bootstrap over them is
+the cluster bootstrap over samples and their walks), and the part of the spread that comes from the
+MALA noise of one walk falls as 1/R, the part that comes from the starting sample does not.
+
 The learned solvation estimate uses it for its two end corrections (the learned energy at t_min or
 t_max against the true end density), :mod:`boltzclf.pipelines.solvation_learned`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,10 +36,12 @@ LogDensity = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class AnnealingResult:
-    """``log_weights`` ``(N,)`` float64 with E[exp w] = Z_b/Z_a; ``acceptance`` the mean MALA acceptance
+    """``log_weights`` ``(N,)`` float64 with E[exp w] = Z_b/Z_a, one per starting sample (its walks
+    pooled); ``walk_log_weights`` ``(N, R)`` those of each walk; ``acceptance`` the mean MALA acceptance
     per level ``(n,)`` (NaN without moves); ``step_size`` the last adapted MALA step (units of x²)."""
 
     log_weights: torch.Tensor
+    walk_log_weights: torch.Tensor
     acceptance: torch.Tensor
     step_size: float
 
@@ -41,7 +49,8 @@ class AnnealingResult:
 def annealed_log_weights(x: torch.Tensor, log_a: LogDensity, log_b: LogDensity, n_levels: int,
                          mcmc_steps: int, step_size: float, generator: torch.Generator,
                          project: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                         target_acceptance: float = 0.574, progress: bool = False) -> AnnealingResult:
+                         target_acceptance: float = 0.574, replicas: int = 1,
+                         progress: bool = False) -> AnnealingResult:
     """AIS log-weights from exact samples ``x`` of π_a to π̃_b (see the module docstring).
 
     Parameters
@@ -64,6 +73,8 @@ def annealed_log_weights(x: torch.Tensor, log_a: LogDensity, log_b: LogDensity, 
         Optional projection of the MALA noise and moves (``space.centre`` for particles).
     target_acceptance
         MALA acceptance aimed at.
+    replicas
+        Independent walks R ≥ 1 from each sample, pooled into its log-weight as ln mean_r exp w_r.
     progress
         Show a progress bar over the levels.
 
@@ -71,9 +82,11 @@ def annealed_log_weights(x: torch.Tensor, log_a: LogDensity, log_b: LogDensity, 
     -------
     AnnealingResult
     """
-    if n_levels < 1 or mcmc_steps < 0 or not step_size > 0:
-        raise ValueError(f"need n_levels >= 1, mcmc_steps >= 0 and step_size > 0, got {n_levels}, "
-                         f"{mcmc_steps}, {step_size}")
+    if n_levels < 1 or mcmc_steps < 0 or not step_size > 0 or replicas < 1:
+        raise ValueError(f"need n_levels >= 1, mcmc_steps >= 0, step_size > 0 and replicas >= 1, got {n_levels}, "
+                         f"{mcmc_steps}, {step_size}, {replicas}")
+    n_samples = x.shape[0]
+    x = x.repeat_interleave(replicas, 0)
     betas = torch.linspace(0.0, 1.0, n_levels + 1, dtype=torch.float64)
     log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     difference = _difference(log_a, log_b, x)
@@ -88,7 +101,9 @@ def annealed_log_weights(x: torch.Tensor, log_a: LogDensity, log_b: LogDensity, 
         acceptance.append(rate)
         if j + 1 < n_levels:
             difference = _difference(log_a, log_b, x)
-    return AnnealingResult(log_w, torch.tensor(acceptance, dtype=torch.float64), step_size)
+    walks = log_w.view(n_samples, replicas)
+    pooled = torch.logsumexp(walks, 1) - math.log(replicas)
+    return AnnealingResult(pooled, walks, torch.tensor(acceptance, dtype=torch.float64), step_size)
 
 
 def _difference(log_a: LogDensity, log_b: LogDensity, x: torch.Tensor) -> torch.Tensor:
