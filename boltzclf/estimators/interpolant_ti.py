@@ -43,6 +43,15 @@ class InterpolantFreeEnergy:
     kish_fraction: dict[str, float]
 
 
+#: Values resampled at once by the bootstrap (float64 values and int64 indices: 16 bytes each).
+BOOTSTRAP_CHUNK_VALUES = 2 ** 24
+
+
+def _chunks(total: int, size: int) -> list[int]:
+    """``total`` split into counts of at most ``size``."""
+    return [min(size, total - start) for start in range(0, total, size)]
+
+
 def _lse_mean(log_w: torch.Tensor) -> torch.Tensor:
     """ln mean exp(log_w) along the last axis."""
     return torch.logsumexp(log_w, -1) - math.log(log_w.shape[-1])
@@ -90,11 +99,14 @@ def interpolant_free_energy(forward: torch.Tensor, backward: torch.Tensor, start
 
     generator = torch.Generator().manual_seed(seed)
 
-    def resample(x: torch.Tensor) -> torch.Tensor:
-        index = torch.randint(x.shape[-1], (n_bootstrap, *x.shape), generator=generator)
-        return torch.gather(x.expand(n_bootstrap, *x.shape), -1, index)
+    def resample(x: torch.Tensor, count: int) -> torch.Tensor:
+        index = torch.randint(x.shape[-1], (count, *x.shape), generator=generator)
+        return torch.gather(x.expand(count, *x.shape), -1, index)
 
-    boot = total(resample(increments), resample(start), resample(end))
+    # resamples in chunks of at most BOOTSTRAP_CHUNK_VALUES values each (the increments dominate)
+    chunk = max(1, BOOTSTRAP_CHUNK_VALUES // increments.numel())
+    boot = torch.cat([total(resample(increments, count), resample(start, count), resample(end, count))
+                      for count in _chunks(n_bootstrap, chunk)])
     value = total(increments, start, end)
     parts = {"start_correction": float(-_lse_mean(start)), "ti": float(-increments.mean(-1).mean(0).sum()),
              "end_correction": float(_lse_mean(end))}

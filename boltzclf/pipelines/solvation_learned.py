@@ -70,6 +70,9 @@ class EndAnnealing:
         require(self.replicas >= 1, "replicas", f"must be >= 1, got {self.replicas}")
 
 
+#: Configurations per learned-energy evaluation in the TI sum (bounds memory for large samples_per_level).
+ENERGY_CHUNK = 4096
+
 #: Above this span of the SMC groups' log Ẑ_g [kT] the estimate rests on a few particles (warned).
 SMC_GROUP_SPREAD_KT = 3.0
 
@@ -277,8 +280,9 @@ def _estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temp
     start, end = ends.start.to(**as_model), ends.end.to(**as_model)
     n = options.samples_per_level
 
-    def log_p(level: int, x: torch.Tensor) -> torch.Tensor:
-        return -model.energy(levels[level].expand(x.shape[0]), x).to(torch.float64).cpu()
+    def log_p(level: int, x: torch.Tensor) -> torch.Tensor:  # in chunks: a batch of many levels' samples is large
+        return torch.cat([-model.energy(levels[level].expand(part.shape[0]), part).to(torch.float64).cpu()
+                          for part in x.split(ENERGY_CHUNK)])
 
     forward, backward = [], []
     for i in range(len(levels)):
