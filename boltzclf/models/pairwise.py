@@ -60,18 +60,56 @@ def pair_statistics(frames: torch.Tensor, sigma_data: float) -> tuple[torch.Tens
     return d.mean(0), d.std(0).clamp_min(1e-3)
 
 
-class PairwisePotential(nn.Module):
+class PairGeometry(nn.Module):
+    """The invariant features of one molecule's configurations x̃ ``(B, n, 3)``: pair distances, their
+    softly bounded standard scores and the dihedral triple products (see the module docstring).
+
+    Parameters
+    ----------
+    n_atoms, bonds
+        The molecule (bonds for the chirality features; may be empty).
+    pair_mean, pair_std
+        ``(P,)`` per-pair distance statistics of the training data in units of σ_d (from
+        :func:`pair_statistics`); stored as buffers, so a checkpoint restores them.
+    """
+
+    def __init__(self, n_atoms: int, bonds: Sequence[tuple[int, int]], pair_mean: torch.Tensor | None = None,
+                 pair_std: torch.Tensor | None = None):
+        super().__init__()
+        i, j = pair_indices(n_atoms)
+        n_pairs = len(i)
+        self.register_buffer("pair_i", torch.as_tensor(i, dtype=torch.long))
+        self.register_buffer("pair_j", torch.as_tensor(j, dtype=torch.long))
+        self.register_buffer("quads", torch.as_tensor(proper_dihedrals(n_atoms, bonds)))
+        self.register_buffer("pair_mean", torch.zeros(n_pairs) if pair_mean is None else pair_mean.float().clone())
+        self.register_buffer("pair_std", torch.ones(n_pairs) if pair_std is None else pair_std.float().clone())
+
+    @property
+    def n_pairs(self) -> int:
+        return self.pair_i.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return 2 * self.n_pairs + self.quads.shape[0]
+
+    def standardised_distances(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair distances ``(B, P)`` of ``x`` ``(B, n, 3)`` and their softly bounded standard scores z."""
+        d = (x[:, self.pair_i] - x[:, self.pair_j]).norm(dim=-1)
+        z = (d - self.pair_mean.to(x.dtype)) / self.pair_std.to(x.dtype)
+        return d, z / torch.sqrt(1.0 + (z / Z_SCALE) ** 2)
+
+    def features(self, x: torch.Tensor, d: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``(B, n_features)``: the distances ``d``, their scores ``z`` and the chirality of ``x``."""
+        return torch.cat([d, z, _chirality(x, self.quads)], dim=1)
+
+
+class PairwisePotential(PairGeometry):
     """Φ_θ(c, x̃) from pair distances and dihedral triple products; ``outputs_potential``.
 
     Parameters
     ----------
-    n_atoms
-        Atoms (beads) of the molecule.
-    bonds
-        Bond graph, pairs of atom indices (for the chirality features; may be empty).
-    pair_mean, pair_std
-        ``(P,)`` per-pair distance statistics of the training data in units of σ_d (from
-        :func:`pair_statistics`); stored as buffers, so a checkpoint restores them.
+    n_atoms, bonds, pair_mean, pair_std
+        The molecule and its pair statistics (:class:`PairGeometry`).
     hidden, n_layers, time_dim, embedding
         The residual MLP (see :class:`~boltzclf.models.networks.TimeConditionedMLP`).
     """
@@ -81,32 +119,18 @@ class PairwisePotential(nn.Module):
     def __init__(self, n_atoms: int, bonds: Sequence[tuple[int, int]], pair_mean: torch.Tensor | None = None,
                  pair_std: torch.Tensor | None = None, hidden: int = 256, n_layers: int = 3, time_dim: int = 64,
                  embedding: str = "positional"):
-        super().__init__()
-        i, j = pair_indices(n_atoms)
-        n_pairs = len(i)
-        self.register_buffer("pair_i", torch.as_tensor(i, dtype=torch.long))
-        self.register_buffer("pair_j", torch.as_tensor(j, dtype=torch.long))
-        self.register_buffer("quads", torch.as_tensor(proper_dihedrals(n_atoms, bonds)))
-        self.register_buffer("pair_mean", torch.zeros(n_pairs) if pair_mean is None else pair_mean.float().clone())
-        self.register_buffer("pair_std", torch.ones(n_pairs) if pair_std is None else pair_std.float().clone())
-        n_features = 2 * n_pairs + self.quads.shape[0]
-        self.mlp = TimeConditionedMLP(n_features, hidden, n_layers, time_dim, embedding, out_dim=1)
+        super().__init__(n_atoms, bonds, pair_mean, pair_std)
+        self.mlp = TimeConditionedMLP(self.n_features, hidden, n_layers, time_dim, embedding, out_dim=1)
         self.stiffness = nn.Sequential(SinusoidalEmbedding(time_dim), nn.Linear(time_dim, hidden), nn.GELU(),
-                                       nn.Linear(hidden, n_pairs))
+                                       nn.Linear(hidden, self.n_pairs))
         nn.init.zeros_(self.stiffness[-1].weight)
         nn.init.zeros_(self.stiffness[-1].bias)
-
-    def standardised_distances(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pair distances ``(B, P)`` of ``x`` ``(B, n, 3)`` and their softly bounded standard scores z."""
-        d = (x[:, self.pair_i] - x[:, self.pair_j]).norm(dim=-1)
-        z = (d - self.pair_mean.to(x.dtype)) / self.pair_std.to(x.dtype)
-        return d, z / torch.sqrt(1.0 + (z / Z_SCALE) ** 2)
 
     def forward(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``c`` ``(B,)``, ``x`` ``(B, n, 3)`` → Φ ``(B, 1)``."""
         d, z = self.standardised_distances(x)
         harmonic = (self.stiffness(c) * z.pow(2)).sum(dim=1, keepdim=True)
-        return self.mlp(c, torch.cat([d, z, _chirality(x, self.quads)], dim=1)) + harmonic
+        return self.mlp(c, self.features(x, d, z)) + harmonic
 
 
 def _chirality(x: torch.Tensor, quads: torch.Tensor) -> torch.Tensor:

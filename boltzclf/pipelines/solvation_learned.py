@@ -35,11 +35,12 @@ from boltzclf.losses.endpoints import end_margins, profiled_offset
 from boltzclf.energy.units import kt_kj_per_mol
 from boltzclf.pipelines.compare import PretrainConfig, pretrain_experiment
 from boltzclf.pipelines.experiment import train_on, with_sigma_data
+from boltzclf.pipelines.solvation_velocity import VelocityOptions, train_velocity
 from boltzclf.pipelines.solvation_windows import WindowSamples, free_energy_record
 from boltzclf.forcefield.target import TorchEnergyTarget
 from boltzclf.sampling.annealing import annealed_log_weights
-from boltzclf.sampling.bridge import BridgedPath
-from boltzclf.sampling.kernels import IDENTITY
+from boltzclf.sampling.bridge import BridgedPath, BridgeKernels
+from boltzclf.sampling.kernels import IDENTITY, InterpolantKernels
 from boltzclf.sampling.paths import GroupedFrames, LearnedPath
 from boltzclf.sampling.smc import SMCSettings, smc
 from boltzclf.training.config import ExperimentConfig
@@ -83,9 +84,12 @@ class PathSMC:
     vacuum end (t = 1) over ``bridge_levels`` geometric levels to the learned t_max, down the training
     grid refined ``refine``-fold in t, and over ``bridge_levels`` levels to the true solvated density
     (:class:`~boltzclf.sampling.bridge.BridgedPath` with a top bridge). There is no transport between
-    levels (:class:`~boltzclf.sampling.kernels.IdentityKernels`): ``mcmc_steps`` MALA steps per level
-    (initial size ``step_size`` [nm²], adapted) move the particles, and each group resamples when its
-    ESS/n falls below ``resample_threshold``. ``groups`` independent runs take disjoint blocks of the
+    levels (:class:`~boltzclf.sampling.kernels.IdentityKernels`) unless ``transport`` ε > 0: then the
+    particles follow the interpolant SDE with diffusion ε between the learned levels, its drift from the
+    learned velocity (``learned.velocity``) and score (:class:`~boltzclf.sampling.kernels.InterpolantKernels`;
+    the bridges keep the identity). ``mcmc_steps`` MALA steps per level (initial size ``step_size``
+    [nm²], adapted) move the particles, and each group resamples when its ESS/n falls below
+    ``resample_threshold``. ``groups`` independent runs take disjoint blocks of the
     frames (:class:`~boltzclf.sampling.paths.GroupedFrames`), each frame ``replicas`` times; log Ẑ =
     ln Z_solvated − ln Z_vacuum = ΔF, with the error from the groups' spread.
     """
@@ -97,6 +101,7 @@ class PathSMC:
     mcmc_steps: int = 1
     step_size: float = 1e-6
     resample_threshold: float = 0.5
+    transport: float = added_setting(0.0)
 
     def __post_init__(self):
         require(self.bridge_levels >= 1 and self.refine >= 1 and self.replicas >= 1, "bridge_levels",
@@ -105,6 +110,7 @@ class PathSMC:
         require(self.mcmc_steps >= 1, "mcmc_steps", "without transport the MALA steps move the particles: >= 1")
         require(self.step_size > 0, "step_size", f"must be positive, got {self.step_size}")
         require(0.0 <= self.resample_threshold <= 1.0, "resample_threshold", "must be in [0, 1]")
+        require(self.transport >= 0.0, "transport", f"must be >= 0 (0: no transport), got {self.transport}")
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,9 @@ class LearnedOptions:
     pretrain: the shared pre-training. held_out: share of each end window's walkers kept for the
     estimate. samples_per_level: interpolant samples per level in the TI sum. end_annealing: how
     the end corrections are computed (:class:`EndAnnealing`). smc: SMC along the learned interpolant
-    as a further estimate (:class:`PathSMC`; None: not run). bootstrap: resamples for the error.
+    as a further estimate (:class:`PathSMC`; None: not run). velocity: the velocity network that
+    transports its particles (:class:`~boltzclf.pipelines.solvation_velocity.VelocityOptions`; needed
+    exactly when ``smc.transport`` > 0). bootstrap: resamples for the error.
     seed: of the evaluation draws.
     """
 
@@ -127,6 +135,7 @@ class LearnedOptions:
     samples_per_level: int = 512
     end_annealing: EndAnnealing = field(default_factory=EndAnnealing)
     smc: PathSMC | None = None
+    velocity: VelocityOptions | None = added_setting(None)
     bootstrap: int = 200
     seed: int = 0
 
@@ -139,6 +148,9 @@ class LearnedOptions:
         require(0.0 < self.held_out < 1.0, "held_out", f"must be in (0, 1), got {self.held_out}")
         require(self.samples_per_level >= 2 and self.bootstrap >= 2, "samples_per_level",
                 "samples_per_level and bootstrap must be >= 2")
+        transported = self.smc is not None and self.smc.transport > 0
+        require(transported == (self.velocity is not None), "velocity",
+                "set learned.velocity exactly when learned.smc.transport > 0 (it transports the SMC particles)")
 
 
 @dataclass
@@ -193,10 +205,14 @@ def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsem
     if options.pretrain is not None:
         config = pretrain_experiment(config, options.pretrain, out / "pretrain", device,
                                      train=lambda c, o, d: train_on(c, data, molecule, o, d, inputs))
+    missing = [name for name in options.methods if not (out / name / "estimate.json").exists()]
+    velocity = None
+    if options.velocity is not None and missing:  # trained on every process, like the energies
+        velocity = train_velocity(options.velocity, config, data, molecule, out / "velocity", device, inputs)
     records = {}
     for name, loss in options.methods.items():
         record_path = out / name / "estimate.json"
-        if record_path.exists():
+        if name not in missing:
             records.update(_records(name, json.loads(record_path.read_text())))
             continue
         started = time.perf_counter()
@@ -205,20 +221,21 @@ def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsem
         trained = time.perf_counter() - started
         steps = config.training.steps + (options.pretrain.steps if options.pretrain else 0)
         record = distributed.on_main(lambda: _method_record(model, loss, ends, options, system, path, trained,
-                                                            started, steps, record_path), share=False)
+                                                            started, steps, record_path, velocity), share=False)
         records.update(_records(name, record) if record is not None else {})
     return records
 
 
 def _method_record(model, loss, ends: EndEnsembles, options: LearnedOptions, system, path: str, trained_s: float,
-                   started: float, steps: int, record_path: Path) -> dict:
-    """The estimates of one trained method, written to ``record_path``."""
+                   started: float, steps: int, record_path: Path, velocity=None) -> dict:
+    """The estimates of one trained method, written to ``record_path`` (``velocity``: the transport of
+    the SMC estimate, if any)."""
     device = next(model.parameters()).device
     energies = end_energies(system, path, device)
     record = _estimate(model, ends, energies, options, system.temperature)
     record.update(training_wall_s=trained_s, wall_s=time.perf_counter() - started, training_steps=steps)
     if options.smc is not None:
-        record["smc"] = _smc_estimate(model, ends, options.smc, system, path, options.seed)
+        record["smc"] = _smc_estimate(model, ends, options.smc, system, path, options.seed, velocity)
     if loss.endpoints:
         classes = _end_class_estimate(model, ends, energies, options, system.temperature)
         record["end_classes"] = {**classes, "training_g0_minus_g1_kT": float(
@@ -344,9 +361,9 @@ def _mean_or_none(values: torch.Tensor) -> float | None:
     return float(finite.mean()) if finite.numel() else None
 
 
-def _smc_estimate(model, ends: EndEnsembles, options: PathSMC, system, path: str, seed: int) -> dict:
+def _smc_estimate(model, ends: EndEnsembles, options: PathSMC, system, path: str, seed: int, velocity=None) -> dict:
     """The ``learned_smc_<method>`` record: SMC from the held-out vacuum frames to the true solvated
-    density along the learned interpolant (:class:`PathSMC`)."""
+    density along the learned interpolant (:class:`PathSMC`; ``velocity`` for ``transport`` > 0)."""
     param = next(model.parameters())
     as_model = dict(device=param.device, dtype=param.dtype)
     field = solvation_field(system, path, **as_model)
@@ -360,9 +377,10 @@ def _smc_estimate(model, ends: EndEnsembles, options: PathSMC, system, path: str
                            resample_threshold=options.resample_threshold, mcmc_steps=options.mcmc_steps,
                            mcmc_step_size=options.step_size)
     generator = torch.Generator(device=param.device).manual_seed(seed)
-    result = smc(walk, IDENTITY, settings, generator, **as_model, progress=True)
+    result = smc(walk, _transport(model, inner, velocity, options), settings, generator, **as_model, progress=True)
+    moves = f"transport by the interpolant SDE (ε = {options.transport:g})" if velocity is not None else "no transport"
     method = (f"SMC along the learned interpolant ({walk.n_levels} levels: {options.bridge_levels}-level bridges "
-              f"from the true vacuum end and to the true solvated end, no transport, {options.mcmc_steps} MALA "
+              f"from the true vacuum end and to the true solvated end, {moves}, {options.mcmc_steps} MALA "
               f"step(s) per level); error from {options.groups} independent groups on disjoint frames")
     estimate = Estimate(torch.tensor(result.log_z, dtype=torch.float64),
                         torch.tensor(result.log_z_se, dtype=torch.float64),
@@ -380,6 +398,20 @@ def _smc_estimate(model, ends: EndEnsembles, options: PathSMC, system, path: str
                     "carry the estimate and its delta-method error (%.2f kT) understates the uncertainty",
                     path, options.groups, spread, result.log_z_se)
     return record
+
+
+def _transport(model, inner: LearnedPath, velocity, options: PathSMC):
+    """The SMC kernels: the identity without a velocity, else the interpolant SDE between the learned
+    levels (identity on the bridges)."""
+    if velocity is None:
+        return IDENTITY
+
+    @torch.no_grad()
+    def drift_velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return velocity(t.to(x.dtype), x)
+
+    kernels = InterpolantKernels(model.process, inner.times, model, drift_velocity, options.transport)
+    return BridgeKernels(kernels, options.bridge_levels, n_inner_levels=inner.n_levels)
 
 
 def refined_times(levels: torch.Tensor, refine: int) -> torch.Tensor:

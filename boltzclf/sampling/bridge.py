@@ -101,24 +101,33 @@ class BridgedPath:
 
 
 class BridgeKernels:
-    """The inner path's kernels above the bridge, the identity between bridge levels."""
+    """The inner path's kernels between the bridges, the identity between bridge levels.
 
-    def __init__(self, kernels, n_bridge: int):
+    ``n_inner_levels`` (the inner path's level count) is needed only with a top bridge: the moves above
+    the inner path's last level are the identity too.
+    """
+
+    def __init__(self, kernels, n_bridge: int, n_inner_levels: int | None = None):
         if kernels.needs_hessian:
             raise ValueError("bridged paths use kernels without Hessians (posterior_variance='isotropic')")
         self.kernels = kernels
         self.n_bridge = n_bridge
+        self.n_inner_moves = None if n_inner_levels is None else n_inner_levels - 1
         self.needs_hessian = False
+
+    def _inner(self, k: int) -> bool:
+        """Whether the move between levels k and k + 1 is one of the inner path's."""
+        return k >= self.n_bridge and (self.n_inner_moves is None or k < self.n_bridge + self.n_inner_moves)
 
     def reverse(self, k: int, x_next: torch.Tensor, score_next: torch.Tensor, generator: torch.Generator,
                 hessian: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A move from level k + 1 to level k: ``(x_k, log M_k(x_k | x_{k+1}))``."""
-        if k >= self.n_bridge:
+        if self._inner(k):
             return self.kernels.reverse(k - self.n_bridge, x_next, score_next, generator, hessian)
         return IDENTITY.reverse(k, x_next, score_next, generator)
 
     def forward_log_prob(self, k: int, x: torch.Tensor, x_next: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         """log L_k(x_{k+1} | x_k) (0 for the identity)."""
-        if k >= self.n_bridge:
+        if self._inner(k):
             return self.kernels.forward_log_prob(k - self.n_bridge, x, x_next, score)
         return IDENTITY.forward_log_prob(k, x, x_next, score)

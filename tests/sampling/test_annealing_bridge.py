@@ -13,10 +13,10 @@ from boltzclf.diffusion import StochasticInterpolant, VariancePreserving, log_sn
 from boltzclf.estimators.weighted import weighted_fractions
 from boltzclf.models.analytic import MixtureMarginalEnergy
 from boltzclf.sampling.bridge import BridgedPath, BridgeKernels
-from boltzclf.sampling.kernels import IDENTITY, DiffusionKernels
+from boltzclf.sampling.kernels import IDENTITY, DiffusionKernels, InterpolantKernels
 from boltzclf.sampling.paths import GroupedFrames, LearnedPath
 from boltzclf.sampling.smc import SMCSettings, smc
-from boltzclf.targets.gmm import GaussianMixture, two_modes
+from boltzclf.targets.gmm import GaussianMixture, marginal_velocity, two_modes
 
 VP = VariancePreserving()
 TARGET = two_modes(3)
@@ -71,11 +71,8 @@ def test_bridge_refuses_a_path_that_already_ends_in_the_target():
         BridgedPath(LearnedPath(model), TARGET, 0)
 
 
-def test_two_sided_bridge_estimates_the_ratio_of_the_true_ends_normalisers(generator):
-    """An interpolant walk from exact t = 1 frames to the t = 0 target, with identity kernels (MALA moves
-    only) and a model wrong at both ends: bridges at both ends give log Ẑ = ln Z_0 − ln Z_1 and the
-    target's 2:1 mode masses. The true ends carry known offsets (Z_0 = e, Z_1 = e⁻²), so a bridge that
-    ignored either end, or a reversed top bridge, would miss log Z_0/Z_1 = 3."""
+def _two_sided(generator):
+    """The interpolant walk of the two-sided tests: (inner path, bridged path, model, its velocity)."""
     interpolant = StochasticInterpolant(0.5)
     end = GaussianMixture(torch.tensor([0.5, 0.5], dtype=torch.float64),
                           torch.tensor([[0.0, 1.5, 0.0], [0.0, -1.5, 0.0]], dtype=torch.float64),
@@ -85,16 +82,41 @@ def test_two_sided_bridge_estimates_the_ratio_of_the_true_ends_normalisers(gener
     model = MixtureMarginalEnergy(WRONG, interpolant, times, end=wrong_end)
     vacuum = SimpleNamespace(energy=lambda x: end.energy(x) + 2.0)
     solvated = SimpleNamespace(energy=lambda x: TARGET.energy(x) - 1.0)
-    frames = end.sample(1024, generator)
-    inner = LearnedPath(model, start=GroupedFrames(frames, vacuum.energy, 16), times=times)
-    path = BridgedPath(inner, solvated, 16, top_target=vacuum, n_top=16)
-    assert path.n_levels == 64 + 32
-    settings = SMCSettings(4096, 16, resample_threshold=0.5, mcmc_steps=2, mcmc_step_size=0.05)
-    result = smc(path, IDENTITY, settings, generator, dtype=torch.float64)
+    inner = LearnedPath(model, start=GroupedFrames(end.sample(1024, generator), vacuum.energy, 16), times=times)
+
+    def velocity(t, x):  # the model's own interpolant velocity (between its wrong ends)
+        return marginal_velocity(WRONG, wrong_end, interpolant, t.to(torch.float64), x)
+
+    return inner, BridgedPath(inner, solvated, 16, top_target=vacuum, n_top=16), interpolant, velocity
+
+
+def _check_two_sided(result):
     assert abs(result.log_z - 3.0) <= 3 * result.log_z_se and result.log_z_se < 0.1
     labels = TARGET.responsibilities(result.samples).argmax(1)
     heavy = weighted_fractions(labels, 2, result.log_weights, result.ancestors)
     assert abs(float(heavy.value[0]) - 2 / 3) <= 3 * float(heavy.se[0])
+
+
+def test_two_sided_bridge_with_transport_between_its_bridges(generator):
+    """The same walk with the interpolant SDE as the kernel between the bridges (identity on both bridges)."""
+    inner, path, interpolant, velocity = _two_sided(generator)
+    transport = InterpolantKernels(interpolant, inner.times, inner.model, velocity, epsilon=0.05)
+    kernels = BridgeKernels(transport, 16, n_inner_levels=inner.n_levels)
+    settings = SMCSettings(4096, 16, resample_threshold=0.5, mcmc_steps=2, mcmc_step_size=0.05)
+    _check_two_sided(smc(path, kernels, settings, generator, dtype=torch.float64))
+    with pytest.raises(IndexError):  # without the inner path's extent the top bridge would use the SDE
+        smc(path, BridgeKernels(transport, 16), settings, generator, dtype=torch.float64)
+
+
+def test_two_sided_bridge_estimates_the_ratio_of_the_true_ends_normalisers(generator):
+    """An interpolant walk from exact t = 1 frames to the t = 0 target, with identity kernels (MALA moves
+    only) and a model wrong at both ends: bridges at both ends give log Ẑ = ln Z_0 − ln Z_1 and the
+    target's 2:1 mode masses. The true ends carry known offsets (Z_0 = e, Z_1 = e⁻²), so a bridge that
+    ignored either end, or a reversed top bridge, would miss log Z_0/Z_1 = 3."""
+    _, path, _, _ = _two_sided(generator)
+    assert path.n_levels == 64 + 32
+    settings = SMCSettings(4096, 16, resample_threshold=0.5, mcmc_steps=2, mcmc_step_size=0.05)
+    _check_two_sided(smc(path, IDENTITY, settings, generator, dtype=torch.float64))
 
 
 def test_grouped_frames_give_each_group_its_own_frames(generator):
