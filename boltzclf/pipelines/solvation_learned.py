@@ -296,26 +296,12 @@ def _estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temp
     gen = torch.Generator(device=param.device).manual_seed(options.seed)
     start, end = ends.start.to(**as_model), ends.end.to(**as_model)
     n = options.samples_per_level
-
-    def log_p(level: int, x: torch.Tensor) -> torch.Tensor:  # in chunks: a batch of many levels' samples is large
-        return torch.cat([-model.energy(levels[level].expand(part.shape[0]), part).to(torch.float64).cpu()
-                          for part in x.split(ENERGY_CHUNK)])
-
-    forward, backward = [], []
-    for i in range(len(levels)):
-        x0, x1 = aligned_pairs(start, end, n, gen)
-        t = levels[i].expand(n)
-        x = model.process.corrupt((x0, x1), t, model.noise_like(x0, gen))
-        here = log_p(i, x)
-        if i + 1 < len(levels):
-            forward.append(log_p(i + 1, x) - here)
-        if i > 0:
-            backward.append(here - log_p(i - 1, x))
+    forward, backward = ti_increments(model, start, end, n, gen)
     annealing = options.end_annealing
     start_ratio = _end_log_ratios(model, 0, start, energies[0], annealing, gen)
     end_ratio = _end_log_ratios(model, len(levels) - 1, end, energies[1], annealing, gen)
-    result = interpolant_free_energy(torch.stack(forward), torch.stack(backward), start_ratio.log_weights.cpu(),
-                                     end_ratio.log_weights.cpu(), options.bootstrap, options.seed)
+    result = interpolant_free_energy(forward, backward, start_ratio.log_weights.cpu(), end_ratio.log_weights.cpu(),
+                                     options.bootstrap, options.seed)
     # evaluations of both energies per walk from an end sample: the first difference, then per level the
     # moves' start, their proposals and the next difference
     per_walk = annealing.levels * (annealing.mcmc_steps + 2) if annealing.mcmc_steps else 1
@@ -332,6 +318,36 @@ def _estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temp
                   end_mala_acceptance={"start": _mean_or_none(start_ratio.acceptance),
                                        "end": _mean_or_none(end_ratio.acceptance)})
     return record
+
+
+@torch.no_grad()
+def ti_increments(model, start: torch.Tensor, end: torch.Tensor, n: int,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The TI increments of :func:`~boltzclf.estimators.interpolant_ti.interpolant_free_energy` for a
+    learned interpolant energy: at every level t_i, ``n`` fresh samples x_t of the interpolant between
+    aligned pairs of ``start`` and ``end`` frames ``(F, n_atoms, 3)`` [nm] (in the model's dtype and device).
+
+    Returns
+    -------
+    forward, backward
+        ``(L − 1, n)`` float64 [kT] on CPU: ln p̃_θ(t_{i+1}, x) − ln p̃_θ(t_i, x) for x at t_i, and for x at t_{i+1}.
+    """
+    levels = model.levels.to(device=start.device, dtype=start.dtype)
+
+    def log_p(level: int, x: torch.Tensor) -> torch.Tensor:  # in chunks: a batch of many levels' samples is large
+        return torch.cat([-model.energy(levels[level].expand(part.shape[0]), part).to(torch.float64).cpu()
+                          for part in x.split(ENERGY_CHUNK)])
+
+    forward, backward = [], []
+    for i in range(len(levels)):
+        x0, x1 = aligned_pairs(start, end, n, generator)
+        x = model.process.corrupt((x0, x1), levels[i].expand(n), model.noise_like(x0, generator))
+        here = log_p(i, x)
+        if i + 1 < len(levels):
+            forward.append(log_p(i + 1, x) - here)
+        if i > 0:
+            backward.append(here - log_p(i - 1, x))
+    return torch.stack(forward), torch.stack(backward)
 
 
 def _end_log_ratios(model, level: int, x: torch.Tensor, energy, annealing: EndAnnealing, generator):
