@@ -8,7 +8,8 @@ is set beside the error that treats the increments as independent (Σ_i (Var fw_
     python benchmarks/solvation_ti_samples.py RUN [--path gb_charges] [--method diffclf]
         [--samples 512,4096] [--seeds 5] [--workflow workflows/aldp_solvation.yaml]
 
-Prints one JSON line per sample count (values in kT, wall seconds).
+Prints one JSON line per sample count (values in kT, wall seconds); mdtraj's DCD reader may print two
+lines of its own first.
 """
 from __future__ import annotations
 
