@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from boltzclf.cli.run import load_workflow
+from boltzclf.estimators.interpolant_ti import ti_part
 from boltzclf.openmm.system import load_system
 from boltzclf.pipelines.experiment import load_trained
 from boltzclf.pipelines.solvation_learned import end_ensembles, ti_increments
@@ -50,7 +51,7 @@ def main() -> None:
         parts, errors = [], []
         for seed in range(args.seeds):
             forward, backward = ti_increments(model, start, end, n, torch.Generator().manual_seed(seed))
-            parts.append(float(-(forward.mean(1) + backward.mean(1)).sum() / 2))
+            parts.append(ti_part(forward, backward))
             errors.append(float(((forward.var(1) + backward.var(1)) / (4 * n)).sum().sqrt()))
         print(json.dumps({"path": args.path, "method": args.method, "samples_per_level": n,
                           "ti_kT": [round(v, 4) for v in parts], "std_over_seeds_kT": float(np.std(parts, ddof=1)),

@@ -52,6 +52,13 @@ def _chunks(total: int, size: int) -> list[int]:
     return [min(size, total - start) for start in range(0, total, size)]
 
 
+def ti_part(forward: torch.Tensor, backward: torch.Tensor) -> float:
+    """Δ_TI [kT] of the module docstring (trapezoid in t) from the ``(L − 1, N)`` increments of
+    :func:`interpolant_free_energy`."""
+    increments = torch.stack([forward, backward]).to(torch.float64)
+    return float(-increments.mean(-1).mean(0).sum())
+
+
 def _lse_mean(log_w: torch.Tensor) -> torch.Tensor:
     """ln mean exp(log_w) along the last axis."""
     return torch.logsumexp(log_w, -1) - math.log(log_w.shape[-1])
@@ -108,7 +115,7 @@ def interpolant_free_energy(forward: torch.Tensor, backward: torch.Tensor, start
     boot = torch.cat([total(resample(increments, count), resample(start, count), resample(end, count))
                       for count in _chunks(n_bootstrap, chunk)])
     value = total(increments, start, end)
-    parts = {"start_correction": float(-_lse_mean(start)), "ti": float(-increments.mean(-1).mean(0).sum()),
+    parts = {"start_correction": float(-_lse_mean(start)), "ti": ti_part(forward, backward),
              "end_correction": float(_lse_mean(end))}
     n = increments.numel() + start.numel() + end.numel()
     estimate = Estimate(value, boot.std(), torch.tensor(float(n), dtype=torch.float64),
