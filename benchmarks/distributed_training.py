@@ -63,6 +63,7 @@ def child(args: argparse.Namespace) -> None:
         seconds = marks[WARM_UP + args.steps] - marks[WARM_UP]
         print(json.dumps({"processes": distributed.world_size(), "threads_per_process": args.threads,
                           "samples_per_s": args.steps * args.batch / seconds, "s_per_step": seconds / args.steps}))
+    distributed.close()  # leave the group together: a rank exiting mid-teardown aborts gloo's threads
 
 
 def measure(args: argparse.Namespace, processes: int, threads: int) -> dict:

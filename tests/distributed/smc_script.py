@@ -38,6 +38,7 @@ def main(out: str, seed: int) -> None:
     if distributed.is_main():
         with open(out, "w") as handle:
             json.dump(record, handle)
+    distributed.close()  # leave the group together: a rank exiting mid-teardown aborts gloo's threads
 
 
 if __name__ == "__main__":
