@@ -25,7 +25,7 @@ from boltzclf.cli.run import load_workflow
 from boltzclf.estimators.interpolant_ti import ti_part
 from boltzclf.openmm.system import load_system
 from boltzclf.pipelines.experiment import load_trained
-from boltzclf.pipelines.solvation_learned import end_ensembles, ti_increments
+from boltzclf.pipelines.solvation_learned import end_ensembles, pair_permutations, ti_increments
 from boltzclf.pipelines.solvation_windows import collect_windows
 
 
@@ -43,6 +43,7 @@ def main() -> None:
     lambdas = np.asarray(workflow.windows[args.path], dtype=np.float64)
     samples = collect_windows(system, args.path, lambdas, workflow.dynamics.walkers, args.run / args.path / "dynamics")
     ends = end_ensembles(samples, workflow.dynamics.walkers, workflow.learned.held_out)
+    permutations = pair_permutations(workflow.learned, system, ends)  # the pairs as the run drew them
     model, _ = load_trained(args.run / args.path / "learned" / args.method, torch.device("cpu"))
     dtype = next(model.parameters()).dtype
     start, end = ends.start.to(dtype), ends.end.to(dtype)
@@ -50,7 +51,8 @@ def main() -> None:
         started = time.perf_counter()
         parts, errors = [], []
         for seed in range(args.seeds):
-            forward, backward = ti_increments(model, start, end, n, torch.Generator().manual_seed(seed))
+            forward, backward = ti_increments(model, start, end, n, torch.Generator().manual_seed(seed),
+                                              permutations)
             parts.append(ti_part(forward, backward))
             errors.append(float(((forward.var(1) + backward.var(1)) / (4 * n)).sum().sqrt()))
         print(json.dumps({"path": args.path, "method": args.method, "samples_per_level": n,

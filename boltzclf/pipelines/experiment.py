@@ -19,6 +19,7 @@ from boltzclf.openmm.system import load_system
 from boltzclf.training import checkpoint
 from boltzclf.training.config import ExperimentConfig, build_model, build_target, grid_process_mismatch
 from boltzclf.training.data import MixtureData
+from boltzclf.training.equivalent_atoms import system_permutations
 from boltzclf.training.molecular_data import MolecularData, describe_molecule, load_dataset
 from boltzclf.training.trainer import train
 
@@ -45,7 +46,8 @@ def train_experiment(config: ExperimentConfig, out: str | Path, device: torch.de
         dataset = load_dataset(config.data, system)
         config = with_sigma_data(config, dataset.sigma_data)
         molecule = describe_molecule(system, dataset, dataset.atoms, dataset.sigma_data)
-        data = MolecularData(dataset, config.data.rotations, device)
+        permutations = system_permutations(system, dataset.train[:4]) if config.data.permute_equivalent else None
+        data = MolecularData(dataset, config.data.rotations, device, permutations=permutations)
         inputs += (config.data.system,)
     return train_on(config, data, molecule, out, device, inputs, on_step)
 

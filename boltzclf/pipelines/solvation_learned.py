@@ -9,7 +9,9 @@ interpolant samples of the TI sum, so the estimate is never scored on its traini
 optional SMC estimate (:class:`PathSMC`) walks the held-out vacuum frames down the learned levels to
 the true solvated density; it uses the learned energy only as a guide, not its normalisers.
 Interpolant pairs are independent draws with x1 Kabsch-superposed on x0
-(:class:`~boltzclf.training.molecular_data.PairedMolecularData`), in training and in TI alike.
+(:class:`~boltzclf.training.molecular_data.PairedMolecularData`), in training and in TI alike, and
+with ``data.permute_equivalent`` both frames' equivalent atoms (methyl hydrogens) are relabelled at
+random there too (:mod:`boltzclf.training.equivalent_atoms`).
 Every method (e.g. DSM, DSM + DiffCLF) starts from one shared pre-training with the same budget.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ from boltzclf.sampling.kernels import IDENTITY, InterpolantKernels
 from boltzclf.sampling.paths import GroupedFrames, LearnedPath
 from boltzclf.sampling.smc import SMCSettings, smc
 from boltzclf.training.config import ExperimentConfig
+from boltzclf.training.equivalent_atoms import AtomPermutations, system_permutations
 from boltzclf.training.molecular_data import (MolecularDataset, PairedMolecularData, aligned_pairs, centre,
                                               describe_molecule, particle_sigma)
 
@@ -184,6 +187,14 @@ def end_ensembles(samples: WindowSamples, walkers: int, held_out: float) -> EndE
     return EndEnsembles(training(last), training(0), held(last), held(0))
 
 
+def pair_permutations(options: LearnedOptions, system, ends: EndEnsembles) -> AtomPermutations | None:
+    """The random relabelling of equivalent atoms in the interpolant pairs (None unless
+    ``experiment.data.permute_equivalent``), checked on the first solvated training frames."""
+    if not options.experiment.data.permute_equivalent:
+        return None
+    return system_permutations(system, ends.train_start[:4])
+
+
 def end_energies(system, path: str, device: torch.device):
     """(u_0, u_1): reduced energies [kT] of the solvated (λ = 1) and vacuum (λ = 0) ends of ``path``, in
     float32 on ``device``, for positions ``(B, N, 3)`` [nm] (the end classes of ``loss.endpoints``)."""
@@ -200,7 +211,9 @@ def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsem
     atoms = np.arange(system.n_atoms)
     stats = MolecularDataset(both, both[:0], atoms, config.data.sigma_data)
     molecule = describe_molecule(system, stats, atoms, config.data.sigma_data)
-    data = PairedMolecularData(ends.train_start, ends.train_end, rotations=True, device=device)
+    permutations = pair_permutations(options, system, ends)
+    data = PairedMolecularData(ends.train_start, ends.train_end, rotations=True, device=device,
+                               permutations=permutations)
     inputs = (config.data.system,)
     if options.pretrain is not None:
         config = pretrain_experiment(config, options.pretrain, out / "pretrain", device,
@@ -221,23 +234,25 @@ def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsem
         trained = time.perf_counter() - started
         steps = config.training.steps + (options.pretrain.steps if options.pretrain else 0)
         record = distributed.on_main(lambda: _method_record(model, loss, ends, options, system, path, trained,
-                                                            started, steps, record_path, velocity), share=False)
+                                                            started, steps, record_path, velocity, permutations),
+                                     share=False)
         records.update(_records(name, record) if record is not None else {})
     return records
 
 
 def _method_record(model, loss, ends: EndEnsembles, options: LearnedOptions, system, path: str, trained_s: float,
-                   started: float, steps: int, record_path: Path, velocity=None) -> dict:
+                   started: float, steps: int, record_path: Path, velocity=None,
+                   permutations: AtomPermutations | None = None) -> dict:
     """The estimates of one trained method, written to ``record_path`` (``velocity``: the transport of
-    the SMC estimate, if any)."""
+    the SMC estimate, if any; ``permutations``: the relabelling of the training pairs, redone in TI)."""
     device = next(model.parameters()).device
     energies = end_energies(system, path, device)
-    record = _estimate(model, ends, energies, options, system.temperature)
+    record = _estimate(model, ends, energies, options, system.temperature, permutations)
     record.update(training_wall_s=trained_s, wall_s=time.perf_counter() - started, training_steps=steps)
     if options.smc is not None:
         record["smc"] = _smc_estimate(model, ends, options.smc, system, path, options.seed, velocity)
     if loss.endpoints:
-        classes = _end_class_estimate(model, ends, energies, options, system.temperature)
+        classes = _end_class_estimate(model, ends, energies, options, system.temperature, permutations)
         record["end_classes"] = {**classes, "training_g0_minus_g1_kT": float(
             model.end_free_energies[0] - model.end_free_energies[1]), "training_steps": steps}
     atomic.write_json(record_path, record)
@@ -256,17 +271,18 @@ def _records(name: str, record: dict) -> dict[str, dict]:
 
 
 @torch.no_grad()
-def _end_class_estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temperature: float) -> dict:
+def _end_class_estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temperature: float,
+                        permutations: AtomPermutations | None = None) -> dict:
     """g_0 − g_1 of the trained model refitted on the held-out samples (the end classes' normalisers,
     :func:`~boltzclf.losses.endpoints.profiled_offset`), with a bootstrap error over those samples
-    (the model, its level free energies f included, held fixed)."""
+    (the model, its level free energies f included, held fixed); pairs drawn as in training."""
     param = next(model.parameters())
     as_model = dict(device=param.device, dtype=param.dtype)
     gen = torch.Generator(device=param.device).manual_seed(options.seed)
     start, end = ends.start.to(**as_model), ends.end.to(**as_model)
     margins = []
     for level, data, energy in ((0, start, energies[0]), (model.n_levels - 1, end, energies[1])):
-        pair = aligned_pairs(start, end, data.shape[0], gen)
+        pair = aligned_pairs(start, end, data.shape[0], gen, permutations=permutations)
         margins.append(tuple(m.to(torch.float64).cpu() for m in end_margins(model, level, data, pair, energy, gen)))
 
     def estimate(index: list[torch.Tensor]) -> float:
@@ -288,15 +304,17 @@ def _end_class_estimate(model, ends: EndEnsembles, energies, options: LearnedOpt
 
 
 @torch.no_grad()
-def _estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temperature: float) -> dict:
-    """The learned-TI record of one trained model (``energies``: the true (u_0, u_1) of :func:`end_energies`)."""
+def _estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temperature: float,
+              permutations: AtomPermutations | None = None) -> dict:
+    """The learned-TI record of one trained model (``energies``: the true (u_0, u_1) of :func:`end_energies`;
+    ``permutations``: the relabelling of its training pairs, redone in the TI draws)."""
     param = next(model.parameters())
     as_model = dict(device=param.device, dtype=param.dtype)
     levels = model.levels.to(**as_model)
     gen = torch.Generator(device=param.device).manual_seed(options.seed)
     start, end = ends.start.to(**as_model), ends.end.to(**as_model)
     n = options.samples_per_level
-    forward, backward = ti_increments(model, start, end, n, gen)
+    forward, backward = ti_increments(model, start, end, n, gen, permutations)
     annealing = options.end_annealing
     start_ratio = _end_log_ratios(model, 0, start, energies[0], annealing, gen)
     end_ratio = _end_log_ratios(model, len(levels) - 1, end, energies[1], annealing, gen)
@@ -321,11 +339,12 @@ def _estimate(model, ends: EndEnsembles, energies, options: LearnedOptions, temp
 
 
 @torch.no_grad()
-def ti_increments(model, start: torch.Tensor, end: torch.Tensor, n: int,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def ti_increments(model, start: torch.Tensor, end: torch.Tensor, n: int, generator: torch.Generator,
+                  permutations: AtomPermutations | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The TI increments of :func:`~boltzclf.estimators.interpolant_ti.interpolant_free_energy` for a
     learned interpolant energy: at every level t_i, ``n`` fresh samples x_t of the interpolant between
-    aligned pairs of ``start`` and ``end`` frames ``(F, n_atoms, 3)`` [nm] (in the model's dtype and device).
+    aligned pairs of ``start`` and ``end`` frames ``(F, n_atoms, 3)`` [nm] (in the model's dtype and device),
+    relabelled by ``permutations`` as the training pairs were.
 
     Returns
     -------
@@ -340,7 +359,7 @@ def ti_increments(model, start: torch.Tensor, end: torch.Tensor, n: int,
 
     forward, backward = [], []
     for i in range(len(levels)):
-        x0, x1 = aligned_pairs(start, end, n, generator)
+        x0, x1 = aligned_pairs(start, end, n, generator, permutations=permutations)
         x = model.process.corrupt((x0, x1), levels[i].expand(n), model.noise_like(x0, generator))
         here = log_p(i, x)
         if i + 1 < len(levels):

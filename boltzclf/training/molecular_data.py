@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boltzclf.core.config import require
+from boltzclf.core.config import added_setting, require
 from boltzclf.core.errors import BoltzclfError
 from boltzclf.dynamics.output import load_frames
 from boltzclf.models.pairwise import pair_statistics
 from boltzclf.openmm.cvs import kabsch_align
+from boltzclf.training.equivalent_atoms import AtomPermutations
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class MolecularDataConfig:
     frame. validation_fraction: share of walker columns (run directories) or of the final frames (files)
     held out. align: Kabsch-superpose every frame on the first (the model is rotation invariant, so
     this only matters for non-invariant networks). rotations: random rotation of each training batch.
+    permute_equivalent: relabel every group of equivalent atoms (e.g. a methyl's hydrogens) at random
+    in each training batch (:mod:`boltzclf.training.equivalent_atoms`).
     sigma_data: σ_d in nm; null computes it from the training frames (and the run stores the value).
     A workflow that makes its own reference ensemble fills in ``trajectory``; ``boltzclf train`` needs it.
     """
@@ -51,12 +54,15 @@ class MolecularDataConfig:
     align: bool = False
     rotations: bool = False
     sigma_data: float | None = None
+    permute_equivalent: bool = added_setting(False)
 
     def __post_init__(self):
         require(self.stride >= 1, "stride", f"must be >= 1, got {self.stride}")
         require(0.0 <= self.validation_fraction < 1.0, "validation_fraction",
                 f"must be in [0, 1), got {self.validation_fraction}")
         require(self.sigma_data is None or self.sigma_data > 0, "sigma_data", "must be positive")
+        require(not (self.permute_equivalent and self.atoms is not None), "permute_equivalent",
+                "relabels equivalent atoms of the whole molecule; not with a subset of atoms")
         if self.atoms is not None:
             require(len(self.atoms) >= 2 and len(set(self.atoms)) == len(self.atoms) and min(self.atoms) >= 0,
                     "atoms", "needs at least 2 distinct, non-negative atom indices")
@@ -215,7 +221,7 @@ def describe_molecule(system, dataset: MolecularDataset | None, atoms: np.ndarra
 
 
 class MolecularData:
-    """Batches ``(x0,)`` of training frames for the trainer, optionally randomly rotated.
+    """Batches ``(x0,)`` of training frames for the trainer, optionally relabelled and randomly rotated.
 
     Parameters
     ----------
@@ -225,17 +231,22 @@ class MolecularData:
         Apply an independent uniform SO(3) rotation to every frame of a batch.
     device, dtype
         Where batches live.
+    permutations
+        Random relabelling of equivalent atoms applied to every frame of a batch (None: none).
     """
 
     def __init__(self, dataset: MolecularDataset, rotations: bool, device: torch.device,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, permutations: AtomPermutations | None = None):
         self.frames = dataset.train.to(device=device, dtype=dtype)
         self.rotations = rotations
+        self.permutations = permutations
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor]:
         """One batch ``(batch_size, n, 3)``."""
         index = torch.randint(self.frames.shape[0], (batch_size,), generator=generator, device=self.frames.device)
         x = self.frames[index]
+        if self.permutations is not None:
+            x = self.permutations(x, generator)
         if self.rotations:
             x = x @ random_rotations(batch_size, generator, x.dtype, x.device)
         return (x,)
@@ -253,27 +264,38 @@ class PairedMolecularData:
     ----------
     start, end
         Centred frames ``(F0, n, 3)`` and ``(F1, n, 3)`` [nm] of the t = 0 and t = 1 ensembles.
+    permutations
+        Relabelling of equivalent atoms (None: none): x0's at random, x1's to lie closest to x0 once
+        superposed (:meth:`~boltzclf.training.equivalent_atoms.AtomPermutations.match`), so a methyl's
+        hydrogens travel the short way round along the interpolant.
     """
 
     def __init__(self, start: torch.Tensor, end: torch.Tensor, rotations: bool, device: torch.device,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, permutations: AtomPermutations | None = None):
         self.start = start.to(device=device, dtype=dtype)
         self.end = end.to(device=device, dtype=dtype)
         self.rotations = rotations
+        self.permutations = permutations
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch of pairs, each ``(batch_size, n, 3)``."""
-        return aligned_pairs(self.start, self.end, batch_size, generator, self.rotations)
+        return aligned_pairs(self.start, self.end, batch_size, generator, self.rotations, self.permutations)
 
 
 def aligned_pairs(start: torch.Tensor, end: torch.Tensor, n: int, generator: torch.Generator,
-                  rotations: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` independent pairs (x0 from ``start``, x1 from ``end``), x1 superposed on x0 (see
-    :class:`PairedMolecularData`); both ``(n, atoms, 3)``."""
+                  rotations: bool = True, permutations: AtomPermutations | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` independent pairs (x0 from ``start``, x1 from ``end``), x1 superposed on x0 and, with
+    ``permutations``, relabelled as :class:`PairedMolecularData` says; both ``(n, atoms, 3)``."""
     device = start.device
     x0 = start[torch.randint(start.shape[0], (n,), generator=generator, device=device)]
     x1 = end[torch.randint(end.shape[0], (n,), generator=generator, device=device)]
+    if permutations is not None:
+        x0 = permutations(x0, generator)
     if rotations:
         x0 = x0 @ random_rotations(n, generator, x0.dtype, device)
-    return x0, kabsch_align(x1, x0)
+    x1 = kabsch_align(x1, x0)
+    if permutations is not None:  # relabelling moves the best superposition a little: superpose again
+        x1 = kabsch_align(permutations.match(x1, x0), x0)
+    return x0, x1
 
