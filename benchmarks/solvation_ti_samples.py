@@ -25,7 +25,8 @@ from boltzclf.cli.run import load_workflow
 from boltzclf.estimators.interpolant_ti import ti_part
 from boltzclf.openmm.system import load_system
 from boltzclf.pipelines.experiment import load_trained
-from boltzclf.pipelines.solvation_learned import end_ensembles, pair_permutations, ti_increments
+from boltzclf.pipelines.solvation_learned import (end_ensembles, pair_permutations, relabelled_held_out,
+                                                  ti_increments)
 from boltzclf.pipelines.solvation_windows import collect_windows
 
 
@@ -43,7 +44,8 @@ def main() -> None:
     lambdas = np.asarray(workflow.windows[args.path], dtype=np.float64)
     samples = collect_windows(system, args.path, lambdas, workflow.dynamics.walkers, args.run / args.path / "dynamics")
     ends = end_ensembles(samples, workflow.dynamics.walkers, workflow.learned.held_out)
-    permutations = pair_permutations(workflow.learned, system, ends)  # the pairs as the run drew them
+    permutations = pair_permutations(workflow.learned, system, args.path, ends)  # the pairs as the run drew them
+    ends = relabelled_held_out(ends, permutations, workflow.learned.seed)
     model, _ = load_trained(args.run / args.path / "learned" / args.method, torch.device("cpu"))
     dtype = next(model.parameters()).dtype
     start, end = ends.start.to(dtype), ends.end.to(dtype)

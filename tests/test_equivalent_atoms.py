@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from boltzclf.core.config import from_mapping
 from boltzclf.core.errors import ConfigError
 from boltzclf.training.equivalent_atoms import (AtomPermutations, equivalent_atom_groups, invariant_groups,
                                                 terminal_groups)
-from boltzclf.training.molecular_data import MolecularDataConfig, PairedMolecularData, aligned_pairs
+from boltzclf.pipelines.solvation_learned import EndEnsembles, relabelled_held_out
+from boltzclf.training.molecular_data import MolecularData, MolecularDataConfig, PairedMolecularData, aligned_pairs
 
 # a methanol-like graph: C0 bonded to H1, H2, H3 and O4; O4 bonded to H5; plus a C6 bonded to two
 # oxygens O7, O8 and to C0 (so O7/O8 are terminal oxygens on one atom, H5 is alone on O4)
@@ -39,6 +41,37 @@ def test_invariant_groups_keep_symmetries_of_the_energy_and_drop_the_rest(caplog
         kept = invariant_groups(((1, 2, 3), (7, 8)), energy, frames, names=[f"A{i}" for i in range(9)])
     assert kept == ((1, 2, 3),)
     assert "A7, A8" in caplog.text
+
+
+def test_every_one_of_several_energies_must_be_invariant():
+    """Both ends of a solvation path: a group symmetric under the first energy but not the second goes."""
+    def energies(x):
+        symmetric = x[:, 1:4].pow(2).sum(dim=(1, 2))
+        return torch.stack([symmetric, symmetric + 0.1 * x[:, 1].pow(2).sum(1)])
+
+    frames = torch.randn(3, 9, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    assert invariant_groups(((1, 2, 3),), lambda x: energies(x)[0], frames) == ((1, 2, 3),)
+    assert invariant_groups(((1, 2, 3),), energies, frames) == ()
+
+
+def test_groups_too_large_to_match_are_left_out_and_the_check_spreads_its_frames(caplog):
+    """Six terminal fluorines on one atom (6! labellings) are not relabelled; the energy check measures
+    on frames spread over the set, so a symmetry broken only late in the set is still seen."""
+    atomic_numbers = [16, 9, 9, 9, 9, 9, 9, 6, 1, 1]
+    bonds = np.array([[0, a] for a in range(1, 7)] + [[0, 7], [7, 8], [7, 9]])
+    residue = SimpleNamespace(name="MOL", index=0)
+    system = SimpleNamespace(atomic_numbers=atomic_numbers, bonds=bonds, topology=SimpleNamespace(
+        atoms=lambda: [SimpleNamespace(residue=residue, name=f"X{i}") for i in range(10)]))
+    frames = torch.randn(40, 10, 3, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    frames[30:, 8] += 5.0  # the late frames move H8 far away: there the energy below tells H8 from H9
+
+    def energy(x):
+        return x.pow(2).sum(dim=(1, 2)) + torch.relu(x[:, 8].norm(dim=1) - 4.0)
+
+    with caplog.at_level(logging.WARNING):
+        assert equivalent_atom_groups(system, frames[:30], energy) == ((8, 9),)
+        assert equivalent_atom_groups(system, frames, energy) == ()
+    assert "MOL1:X1, MOL1:X2, MOL1:X3, MOL1:X4, MOL1:X5, MOL1:X6: 6 equivalent atoms" in caplog.text
 
 
 def test_a_swap_symmetric_but_not_cyclic_energy_loses_its_group():
@@ -78,7 +111,6 @@ def test_match_picks_the_labelling_nearest_the_reference_and_commutes_with_relab
     reference = relabelled + 0.01 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
     assert torch.equal(permutations.match(x, reference), relabelled)  # the labelling is recovered exactly
     # brute force on the first rows: no labelling of the group lies closer to the reference
-    matched = permutations.match(x, torch.randn(x.shape, generator=gen, dtype=torch.float64))
     g = permutations(torch.arange(9.0).reshape(1, 9, 1).expand(500, -1, 3).contiguous(), gen)[..., 0].long()
     shuffle = lambda y: y.gather(1, g[..., None].expand(-1, -1, 3))  # noqa: E731 — one relabelling per row
     other = torch.randn(x.shape, generator=gen, dtype=torch.float64)
@@ -87,7 +119,6 @@ def test_match_picks_the_labelling_nearest_the_reference_and_commutes_with_relab
         best = min(((x[row, list(p)] - other[row, [1, 2, 3]]) ** 2).sum() for p in itertools.permutations((1, 2, 3)))
         got = permutations.match(x, other)[row]
         assert torch.isclose(((got[[1, 2, 3]] - other[row, [1, 2, 3]]) ** 2).sum(), best)
-    assert matched.shape == x.shape
 
 
 def test_matched_pairs_keep_the_end_marginal_when_the_start_is_relabelled_at_random():
@@ -140,6 +171,29 @@ def test_paired_data_relabel_x0_match_x1_and_aligned_pairs_repeat_training():
     assert holds.double().mean(0).min() > 0.3
     plain = aligned_pairs(start, end, 4096, torch.Generator().manual_seed(6), False)
     assert not torch.equal(plain[0], x0)
+
+
+def test_training_batches_and_held_out_frames_are_relabelled():
+    """MolecularData relabels every batch; the solvation estimate relabels the held-out frames once
+    (training frames untouched, the same draw for the same seed)."""
+    frames = torch.randn(3, 9, 3, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    dataset = SimpleNamespace(train=frames)
+    permutations = AtomPermutations(((1, 2, 3),))
+    plain = MolecularData(dataset, False, torch.device("cpu"), torch.float64)
+    mixed = MolecularData(dataset, False, torch.device("cpu"), torch.float64, permutations=permutations)
+    (x,) = plain.sample(3000, torch.Generator().manual_seed(12))
+    (y,) = mixed.sample(3000, torch.Generator().manual_seed(12))
+    slot = (y[:, None, None, 1] == frames[None, :, 1:4]).all(-1).any(1).double().mean(0)  # which atom sits at H1
+    assert torch.equal(x[:, [0, 4, 5, 6, 7, 8]], y[:, [0, 4, 5, 6, 7, 8]])  # the same frames drawn
+    assert slot.min() > 0.28  # atoms 1, 2 and 3 each take position 1 about a third of the time
+    by_x = lambda z: z.gather(1, z[..., :1].argsort(1).expand(-1, -1, 3))  # noqa: E731 — order atoms by x
+    assert torch.equal(by_x(x[:, 1:4]), by_x(y[:, 1:4]))  # the same atoms, only their labels changed
+    ends = EndEnsembles(frames, frames, frames.clone(), frames.clone())
+    relabelled = relabelled_held_out(ends, permutations, seed=0)
+    assert relabelled.train_start is frames and relabelled.train_end is frames
+    assert not torch.equal(relabelled.start, frames) and not torch.equal(relabelled.end, frames)
+    assert torch.equal(relabelled.start, relabelled_held_out(ends, permutations, seed=0).start)
+    assert relabelled_held_out(ends, None, seed=0) is ends
 
 
 def test_permute_equivalent_is_refused_for_a_subset_of_atoms():

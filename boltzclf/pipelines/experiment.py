@@ -46,7 +46,7 @@ def train_experiment(config: ExperimentConfig, out: str | Path, device: torch.de
         dataset = load_dataset(config.data, system)
         config = with_sigma_data(config, dataset.sigma_data)
         molecule = describe_molecule(system, dataset, dataset.atoms, dataset.sigma_data)
-        permutations = system_permutations(system, dataset.train[:4]) if config.data.permute_equivalent else None
+        permutations = system_permutations(system, dataset.train) if config.data.permute_equivalent else None
         data = MolecularData(dataset, config.data.rotations, device, permutations=permutations)
         inputs += (config.data.system,)
     return train_on(config, data, molecule, out, device, inputs, on_step)

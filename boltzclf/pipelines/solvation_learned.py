@@ -187,12 +187,28 @@ def end_ensembles(samples: WindowSamples, walkers: int, held_out: float) -> EndE
     return EndEnsembles(training(last), training(0), held(last), held(0))
 
 
-def pair_permutations(options: LearnedOptions, system, ends: EndEnsembles) -> AtomPermutations | None:
+def pair_permutations(options: LearnedOptions, system, path: str, ends: EndEnsembles) -> AtomPermutations | None:
     """The random relabelling of equivalent atoms in the interpolant pairs (None unless
-    ``experiment.data.permute_equivalent``), checked on the first solvated training frames."""
+    ``experiment.data.permute_equivalent``): groups whose relabelling leaves both end energies of
+    ``path`` unchanged, measured on training frames of both ends."""
     if not options.experiment.data.permute_equivalent:
         return None
-    return system_permutations(system, ends.train_start[:4])
+    field = solvation_field(system, path)  # float64
+    kT = kt_kj_per_mol(system.temperature)
+    both_ends = lambda x: torch.stack([field(x, 1.0), field(x, 0.0)]) / kT  # noqa: E731
+    return system_permutations(system, torch.cat([ends.train_start, ends.train_end]), both_ends)
+
+
+def relabelled_held_out(ends: EndEnsembles, permutations: AtomPermutations | None, seed: int) -> EndEnsembles:
+    """``ends`` with the held-out frames' equivalent atoms relabelled at random, once (from ``seed``).
+
+    A walker keeps its methyls' labelling over a short run, so held-out walkers alone are not samples of
+    the label-symmetric end densities that the model was trained towards; relabelled, they are.
+    """
+    if permutations is None:
+        return ends
+    gen = torch.Generator().manual_seed(seed)
+    return dataclasses.replace(ends, start=permutations(ends.start, gen), end=permutations(ends.end, gen))
 
 
 def end_energies(system, path: str, device: torch.device):
@@ -211,7 +227,7 @@ def learned_estimates(options: LearnedOptions, system, path: str, ends: EndEnsem
     atoms = np.arange(system.n_atoms)
     stats = MolecularDataset(both, both[:0], atoms, config.data.sigma_data)
     molecule = describe_molecule(system, stats, atoms, config.data.sigma_data)
-    permutations = pair_permutations(options, system, ends)
+    permutations = pair_permutations(options, system, path, ends)
     data = PairedMolecularData(ends.train_start, ends.train_end, rotations=True, device=device,
                                permutations=permutations)
     inputs = (config.data.system,)
@@ -244,9 +260,11 @@ def _method_record(model, loss, ends: EndEnsembles, options: LearnedOptions, sys
                    started: float, steps: int, record_path: Path, velocity=None,
                    permutations: AtomPermutations | None = None) -> dict:
     """The estimates of one trained method, written to ``record_path`` (``velocity``: the transport of
-    the SMC estimate, if any; ``permutations``: the relabelling of the training pairs, redone in TI)."""
+    the SMC estimate, if any; ``permutations``: the relabelling of the training pairs, redone in TI and
+    applied once to the held-out frames)."""
     device = next(model.parameters()).device
     energies = end_energies(system, path, device)
+    ends = relabelled_held_out(ends, permutations, options.seed)
     record = _estimate(model, ends, energies, options, system.temperature, permutations)
     record.update(training_wall_s=trained_s, wall_s=time.perf_counter() - started, training_steps=steps)
     if options.smc is not None:
